@@ -1,0 +1,210 @@
+"""Pair lists for 1:1 verification: LFW ``pairs.txt`` (View 2) and OpenSphere ``label path0 path1`` files.
+
+Both readers return a :class:`PairList`: two path lists, the same/different flags and a fold index per pair.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import DataError
+
+__all__ = ["PairList", "read_lfw_pairs", "read_pair_list", "contiguous_folds"]
+
+
+@dataclass
+class PairList:
+    """Pairs of image paths with labels.
+
+    ``paths1[k]``, ``paths2[k]`` form pair ``k``; ``issame[k]`` (np.bool_) says whether they show the same
+    person; ``folds[k]`` (np.int64) is the cross-validation fold the pair belongs to.
+    """
+
+    paths1: list[str]
+    paths2: list[str]
+    issame: np.ndarray
+    folds: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.issame = np.asarray(self.issame, dtype=np.bool_)
+        self.folds = np.asarray(self.folds, dtype=np.int64)
+        n = len(self.paths1)
+        if not (len(self.paths2) == n == len(self.issame) == len(self.folds)):
+            raise ValueError(
+                f"PairList fields differ in length: paths1 {n}, paths2 {len(self.paths2)}, "
+                f"issame {len(self.issame)}, folds {len(self.folds)}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.paths1)
+
+    @property
+    def num_folds(self) -> int:
+        return int(self.folds.max()) + 1 if len(self.folds) else 0
+
+    def unique_paths(self) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """``(paths, index1, index2)``: the sorted unique paths, and for each pair the positions of its two images
+        in ``paths`` (np.int64), so that every image is embedded once: ``emb[index1[k]]``, ``emb[index2[k]]``."""
+        paths = sorted(set(self.paths1) | set(self.paths2))
+        where = {p: i for i, p in enumerate(paths)}
+        i1 = np.fromiter((where[p] for p in self.paths1), dtype=np.int64, count=len(self.paths1))
+        i2 = np.fromiter((where[p] for p in self.paths2), dtype=np.int64, count=len(self.paths2))
+        return paths, i1, i2
+
+
+def contiguous_folds(n: int, k: int) -> np.ndarray:
+    """Fold index of each of ``n`` items split into ``k`` contiguous blocks in order (sizes differ by <= 1)."""
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    k = max(1, min(int(k), n))
+    return (np.arange(n, dtype=np.int64) * k) // n
+
+
+def _check_exists(paths_by_line: list[tuple[int, str]], source: str) -> None:
+    seen: set[str] = set()
+    missing: list[tuple[int, str]] = []
+    for lineno, p in paths_by_line:
+        if p in seen:
+            continue
+        seen.add(p)
+        if not os.path.isfile(p):
+            missing.append((lineno, p))
+    if missing:
+        lineno, p = missing[0]
+        more = f" ({len(missing)} referenced images are missing in all)" if len(missing) > 1 else ""
+        raise DataError(f"{source}: line {lineno}: image not found: {p}{more}")
+
+
+def _read_lines(path: str, what: str) -> list[str]:
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: {what} not found")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().splitlines()
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not a UTF-8 text file ({e})") from None
+
+
+def _positive_int(tok: str) -> int:
+    v = int(tok)
+    if v < 1:
+        raise ValueError
+    return v
+
+
+def read_lfw_pairs(
+    pairs_txt: str | os.PathLike,
+    images_root: str | os.PathLike,
+    ext: str = "jpg",
+    *,
+    check_files: bool = True,
+) -> PairList:
+    """Read LFW's ``pairs.txt`` (View 2; View 1's ``pairsDevTrain.txt``/``pairsDevTest.txt`` work too).
+
+    The first line is ``folds pairs_per_class`` (``10 300``) or just ``pairs_per_class`` (View 1, one fold).
+    Then, fold by fold, lines ``name i j`` (same person) and ``name1 i name2 j`` (different people), separated by
+    tabs or spaces; image ``i`` of ``name`` is ``images_root/name/name_000i.<ext>`` (4-digit zero padding). Fold
+    ``f`` is the ``f``-th contiguous block of ``2 * pairs_per_class`` pairs. With ``check_files`` every image must
+    exist. Problems raise :class:`DataError` naming the file and line.
+    """
+    src = os.fspath(pairs_txt)
+    root = os.fspath(images_root)
+    ext = ext.lstrip(".")
+    lines = _read_lines(src, "LFW pairs file")
+    numbered = [(i, line) for i, line in enumerate(lines, 1) if line.strip()]
+    if not numbered:
+        raise DataError(f"{src}: empty pairs file; expected a first line such as '10 300'")
+    head_no, head = numbered[0]
+    try:
+        nums = [_positive_int(t) for t in head.split()]
+        if len(nums) not in (1, 2):
+            raise ValueError
+    except ValueError:
+        raise DataError(
+            f"{src}: line {head_no}: expected the header 'folds pairs_per_class' (e.g. '10 300'), got {head.strip()!r}"
+        ) from None
+    num_folds, per = (1, nums[0]) if len(nums) == 1 else (nums[0], nums[1])
+    body = numbered[1:]
+    expected = num_folds * 2 * per
+    if len(body) != expected:
+        raise DataError(
+            f"{src}: header line {head_no} promises {num_folds} folds x 2 x {per} = {expected} pairs, "
+            f"but the file has {len(body)} pair lines"
+        )
+
+    def img(name: str, i: int) -> str:
+        return os.path.join(root, name, f"{name}_{i:04d}.{ext}")
+
+    p1: list[str] = []
+    p2: list[str] = []
+    same = np.empty(expected, dtype=np.bool_)
+    refs: list[tuple[int, str]] = []
+    for k, (lineno, line) in enumerate(body):
+        tok = line.split()
+        try:
+            if len(tok) == 3:
+                a, b = img(tok[0], _positive_int(tok[1])), img(tok[0], _positive_int(tok[2]))
+                same[k] = True
+            elif len(tok) == 4:
+                a, b = img(tok[0], _positive_int(tok[1])), img(tok[2], _positive_int(tok[3]))
+                same[k] = False
+            else:
+                raise ValueError
+        except ValueError:
+            raise DataError(
+                f"{src}: line {lineno}: expected 'name i j' (same person) or 'name1 i name2 j' (different people) "
+                f"with positive image numbers, got {line.strip()!r}"
+            ) from None
+        p1.append(a)
+        p2.append(b)
+        refs.append((lineno, a))
+        refs.append((lineno, b))
+    if check_files:
+        _check_exists(refs, src)
+    folds = np.arange(expected, dtype=np.int64) // (2 * per)
+    return PairList(p1, p2, same, folds)
+
+
+def read_pair_list(
+    path: str | os.PathLike,
+    root: str | os.PathLike | None = None,
+    *,
+    num_folds: int = 10,
+    check_files: bool = True,
+) -> PairList:
+    """Read an OpenSphere pair list: one pair per line, ``label path0 path1`` (label 1 = same, 0 = different).
+
+    Relative paths are joined to ``root`` when given (absolute paths are kept). Folds are ``num_folds``
+    contiguous blocks in file order (see :func:`contiguous_folds`). With ``check_files`` every image must exist.
+    Blank lines and lines starting with ``#`` are skipped. Problems raise :class:`DataError` naming file and line.
+    """
+    src = os.fspath(path)
+    base = None if root is None else os.fspath(root)
+    lines = _read_lines(src, "pair list")
+    p1: list[str] = []
+    p2: list[str] = []
+    same: list[bool] = []
+    refs: list[tuple[int, str]] = []
+    for lineno, line in enumerate(lines, 1):
+        s = line.strip()
+        if not s or s.startswith("#"):
+            continue
+        tok = s.split()
+        if len(tok) != 3 or tok[0] not in ("0", "1"):
+            raise DataError(f"{src}: line {lineno}: expected 'label path0 path1' with label 0 or 1, got {s!r}")
+        a, b = tok[1], tok[2]
+        if base is not None:
+            a, b = os.path.join(base, a), os.path.join(base, b)
+        p1.append(a)
+        p2.append(b)
+        same.append(tok[0] == "1")
+        refs.append((lineno, a))
+        refs.append((lineno, b))
+    if not p1:
+        raise DataError(f"{src}: no pairs found; expected lines 'label path0 path1'")
+    if check_files:
+        _check_exists(refs, src)
+    return PairList(p1, p2, np.asarray(same, dtype=np.bool_), contiguous_folds(len(p1), num_folds))

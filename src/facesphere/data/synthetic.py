@@ -1,0 +1,995 @@
+"""Procedural face-like identities: the built-in training and evaluation data (no download needed).
+
+Every *identity* is a fixed random parameter vector drawn from ``np.random.default_rng`` keyed by
+``(seed, identity)``: face shape (ellipse axes, jaw taper, chin), ears, skin tone and a low-frequency skin texture with
+freckles and moles, eye / iris / brow / nose / mouth geometry and colours, hair colour, style and hairline, and an
+optional beard.  Every *image* of an identity adds nuisances drawn from a generator keyed by
+``(seed, identity, image_index)``: pose (in-plane rotation, shift, scale and a yaw-like horizontal remap), expression
+(smile, open mouth, brow raise, gaze, blinks), illumination (direction, strength, exposure, colour cast), background,
+occluders (glasses, sunglasses, face masks, hats), blur, low resolution, sensor noise and optionally JPEG artefacts.
+All nuisance magnitudes are multiplied by one knob, :attr:`SyntheticConfig.difficulty` (see ``docs/synthetic.md``).
+
+Images are ``image_size x image_size`` RGB ``uint8`` arrays laid out like ArcFace crops: before nuisances the eyes,
+nose tip and mouth corners sit near the ArcFace 112x112 five-point template (METHODS §9) scaled by
+``image_size / 112``.
+
+How it is fast (~1,000 images/s a core): each identity's canonical layers (skin, texture, ears, nose, hair, beard) are
+drawn once on a 2x super-sampled RGBA canvas and cached together with its pre-computed feature geometry; per image
+only the expression-dependent parts (eyes, brows, mouth) and the occluders are drawn on a copy with Pillow (C), the
+canvas is sampled through the inverse pose map with two ``np.take`` gathers (2-tap super-sampling), and shading,
+background, blur and noise are a handful of planar numpy operations on the output grid.
+
+Training identities are ``0 .. num_identities - 1``; held-out evaluation identities are
+``EVAL_IDENTITY_OFFSET + k`` -- other generator keys, so evaluation people never appear in training.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import multiprocessing
+import os
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from ..errors import InvalidOptionError
+
+__all__ = [
+    "ARCFACE_TEMPLATE_112",
+    "EVAL_IDENTITY_OFFSET",
+    "SyntheticConfig",
+    "SyntheticFaces",
+    "SyntheticFaceDataset",
+    "synthetic_pairs",
+    "synthetic_identification",
+    "write_synthetic_folder",
+    "contact_sheet",
+    "pixel_baseline_accuracy",
+    "noisy_labels",
+    "identity_name",
+]
+
+#: ArcFace 112x112 five-point template (METHODS §9): left eye, right eye, nose tip, left / right mouth corner (x, y).
+ARCFACE_TEMPLATE_112 = np.array(
+    [
+        [38.2946, 51.6963],
+        [73.5318, 51.5014],
+        [56.0252, 71.7366],
+        [41.5493, 92.3655],
+        [70.7299, 92.2041],
+    ],
+    dtype=np.float64,
+)
+
+#: Evaluation identity ``k`` is generator identity ``EVAL_IDENTITY_OFFSET + k``; training identities stay below it.
+EVAL_IDENTITY_OFFSET = 1_000_000_000
+#: :func:`synthetic_identification` uses evaluation identities from here on, so it never shares people with the pairs.
+IDENTIFICATION_OFFSET = 500_000_000
+
+# Leading words of the generator keys: distinct tags keep the identity, image, label-noise and pair streams apart
+# (a fixed-length key with the tag first, so no two streams can produce the same seed material).
+_TAG_IDENTITY, _TAG_IMAGE, _TAG_NOISE, _TAG_PAIRS = 0x1D, 0x1A, 0x0E, 0x9A
+
+_SS = 2  # super-sampling factor of the canonical canvas
+_MARGIN = 16.0  # canonical units of canvas beyond each side of the 112 x 112 frame
+_CANVAS = int(round((112 + 2 * _MARGIN) * _SS))  # 288 pixels
+_POSE_CENTRE = (56.0, 60.0)  # rotation / scaling centre of the pose (canonical units)
+_MAX_SEED = 2**32
+_MAX_IDENTITY = 2**31
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# configuration
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """What the synthetic data looks like (frozen; validated on construction).
+
+    * ``seed``: selects the whole population (identities and images); ``0 <= seed < 2**32``.
+    * ``num_identities`` / ``images_per_identity``: size of the training split (the ``"eval"`` split of
+      :class:`SyntheticFaceDataset` has the same sizes over held-out identities).
+    * ``difficulty``: one knob in ``[0, 4]`` multiplying every per-image nuisance magnitude and probability -- pose,
+      expression, lighting, background, occluders, blur, low resolution, noise (exact table in
+      ``docs/synthetic.md``).  ``0`` renders each identity's canonical, frontal, neutral, evenly lit face on grey.
+    * ``identity_spread``: in ``[0, 4]``, multiplies the spread of every continuous identity parameter around the
+      average face (geometry, colours, texture); smaller makes people look more alike (harder), larger more distinct.
+      Categorical traits (hair colour family, hair style, beard type, freckles) do not depend on it.
+    * ``label_noise``: fraction of *training* images whose label is replaced by another, different, random identity;
+      the true labels stay available (:attr:`SyntheticFaceDataset.true_labels`).
+    * ``image_size``: output side in pixels; the five-point template scales by ``image_size / 112``.
+    * ``jpeg_prob``: probability that an image is re-encoded as JPEG at a random quality in [30, 90] (~0.3 ms each).
+    * ``cache_size``: identities whose canonical canvas (~0.35 MB each) each process keeps (LRU).
+    """
+
+    seed: int = 0
+    num_identities: int = 256
+    images_per_identity: int = 32
+    difficulty: float = 1.0
+    label_noise: float = 0.0
+    image_size: int = 112
+    identity_spread: float = 1.0
+    jpeg_prob: float = 0.0
+    cache_size: int = 512
+
+    def __post_init__(self) -> None:
+        def bad(name: str, why: str) -> InvalidOptionError:
+            return InvalidOptionError(f"SyntheticConfig.{name}={getattr(self, name)!r}: {why}")
+
+        for name in ("seed", "num_identities", "images_per_identity", "image_size", "cache_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise bad(name, "must be an integer")
+        if not 0 <= self.seed < _MAX_SEED:
+            raise bad("seed", "must be in [0, 2**32)")
+        if not 1 <= self.num_identities <= IDENTIFICATION_OFFSET:
+            raise bad("num_identities", f"must be in [1, {IDENTIFICATION_OFFSET}]")
+        if self.images_per_identity < 1:
+            raise bad("images_per_identity", "must be >= 1")
+        if not 16 <= self.image_size <= 1024:
+            raise bad("image_size", "must be in [16, 1024] (112 is the ArcFace crop)")
+        if self.cache_size < 0:
+            raise bad("cache_size", "must be >= 0")
+        for name, hi in (("difficulty", 4.0), ("identity_spread", 4.0), ("label_noise", 1.0), ("jpeg_prob", 1.0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+                raise bad(name, "must be a number")
+            if not 0.0 <= float(value) <= hi:
+                raise bad(name, f"must be in [0, {hi:g}]")
+        if self.label_noise > 0 and self.num_identities < 2:
+            raise bad("label_noise", "needs num_identities >= 2 (a wrong label must exist)")
+
+
+def identity_name(index: int, num_identities: int) -> str:
+    """Folder name of training identity ``index``: ``id_00000`` (zero-padded wider past 100,000 identities)."""
+    width = max(5, len(str(max(num_identities - 1, 0))))
+    return f"id_{index:0{width}d}"
+
+
+def _check_nonneg_int(value: Any, name: str, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise InvalidOptionError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# shared per-process tables (deterministic, built lazily, identical in every worker)
+
+_POOLS: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+_GRIDS: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _pools(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(sensor noise (3, P, P) ~ N(0, 1), smooth background texture (3, P, P) ~ unit std) for outputs of ``size``."""
+    side = max(256, 2 * size)
+    if side not in _POOLS:
+        rng = np.random.default_rng([0x5EED, side])
+        sensor = rng.standard_normal((3, side, side), dtype=np.float32)
+        coarse = rng.standard_normal((3, 12, 12)).astype(np.float32)
+        smooth = np.stack(
+            [np.asarray(Image.fromarray(c, mode="F").resize((side, side), Image.BICUBIC)) for c in coarse]
+        ).astype(np.float32)
+        smooth /= max(float(smooth.std()), 1e-6)
+        _POOLS[side] = (sensor, smooth)
+    return _POOLS[side]
+
+
+def _grids(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Output pixel centres in canonical units relative to the pose centre: (X, Y), each flat (size*size,) float32."""
+    if size not in _GRIDS:
+        c = (np.arange(size, dtype=np.float64) + 0.5) * (112.0 / size)
+        yy, xx = np.meshgrid(c - _POSE_CENTRE[1], c - _POSE_CENTRE[0], indexing="ij")
+        _GRIDS[size] = (xx.ravel().astype(np.float32), yy.ravel().astype(np.float32))
+    return _GRIDS[size]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# identity parameters
+
+_SKIN_T = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
+_SKIN_RGB = np.array([[78, 50, 36], [138, 94, 68], [190, 140, 110], [224, 178, 148], [246, 212, 192]], np.float64)
+_HAIR = [  # (cumulative probability, rgb): black, dark brown, brown, blonde, red, grey, white
+    (0.33, (24, 21, 20)),
+    (0.58, (58, 40, 30)),
+    (0.73, (104, 72, 48)),
+    (0.83, (192, 156, 102)),
+    (0.88, (142, 64, 34)),
+    (0.96, (138, 136, 133)),
+    (1.00, (206, 204, 199)),
+]
+_IRIS = [(0.45, (72, 46, 30)), (0.65, (40, 28, 22)), (0.80, (78, 110, 150)), (0.90, (86, 112, 70)), (1.0, (120, 96, 58))]
+_N_FRECKLES = 40
+_N_MOLES = 3
+_TEX = 6  # side of the identity's low-frequency skin-texture grid
+
+
+def _pick(table: list[tuple[float, tuple[int, int, int]]], u: float) -> np.ndarray:
+    for cum, rgb in table:
+        if u <= cum:
+            return np.array(rgb, dtype=np.float64)
+    return np.array(table[-1][1], dtype=np.float64)
+
+
+def _identity_params(seed: int, identity: int, spread: float) -> dict[str, Any]:
+    """The parameters of one identity: floats (canonical 112-frame pixels, RGB 0..255) and a few arrays."""
+    rng = np.random.default_rng([_TAG_IDENTITY, seed, identity])
+    z = np.clip(rng.standard_normal(48), -2.5, 2.5) * spread
+    u = rng.random(16)
+    tex = np.clip(rng.standard_normal((_TEX, _TEX)), -2.5, 2.5) * spread
+    freckles = rng.random((_N_FRECKLES, 3))
+    moles = rng.random((_N_MOLES, 4))
+    grain = rng.random(4)
+
+    tone = float(np.clip(0.5 + (u[0] - 0.5) * spread, 0.0, 1.0))
+    skin = np.array([np.interp(tone, _SKIN_T, _SKIN_RGB[:, c]) for c in range(3)])
+    skin = np.clip(skin + np.array([7.0, 1.0, -6.0]) * z[0], 20, 250)  # warmth
+    hair = np.clip(_pick(_HAIR, u[1]) * (1.0 + 0.12 * z[1]), 5, 245)
+    iris = np.clip(_pick(_IRIS, u[2]) * (1.0 + 0.15 * z[2]), 5, 245)
+    lip = np.clip(skin * 0.62 + np.array([150.0, 55.0, 60.0]) * 0.38 + np.array([10.0, -4.0, -2.0]) * z[3], 10, 245)
+    style = 0 if u[3] < 0.07 else 1 if u[3] < 0.40 else 2 if u[3] < 0.75 else 3  # bald / short / medium / long
+    beard = 0 if u[4] < 0.74 else 1 if u[4] < 0.83 else 2 if u[4] < 0.91 else 3 if u[4] < 0.96 else 4
+
+    tmpl = ARCFACE_TEMPLATE_112
+    eye_sep, mouth_w = 2.0 * z[4], 2.4 * z[6]
+    p: dict[str, Any] = {
+        # face outline, ears, neck
+        "face_cx": 56.0 + 1.0 * z[7],
+        "face_cy": 57.0 + 2.5 * z[8],
+        "face_ax": 41.0 + 3.0 * z[9],
+        "face_top": 56.0 + 3.0 * z[10],
+        "face_low": 51.0 + 3.0 * z[11],
+        "jaw": float(np.clip(0.30 + 0.10 * z[12], 0.05, 0.6)),
+        "chin": float(np.clip(1.0 + 0.25 * z[13], 0.5, 1.6)),
+        "neck_w": 0.60 + 0.06 * z[14],
+        "ear_y": 64.0 + 2.0 * z[15],
+        "ear_h": 11.5 + 1.5 * z[16],
+        "ear_w": 4.8 + 1.0 * z[17],
+        # eyes
+        "le_x": tmpl[0, 0] - eye_sep / 2,
+        "re_x": tmpl[1, 0] + eye_sep / 2,
+        "eye_y": 0.5 * (tmpl[0, 1] + tmpl[1, 1]) + 1.5 * z[5],
+        "eye_w": 7.2 + 0.9 * z[18],
+        "eye_h": float(np.clip(3.3 + 0.55 * z[19], 1.8, 5.0)),
+        "eye_tilt": 0.07 * z[20],
+        "iris_radius": 3.0 + 0.3 * z[21],
+        # brows
+        "brow_gap": 8.5 + 1.6 * z[22],
+        "brow_len": 9.8 + 1.4 * z[23],
+        "brow_th": float(np.clip(2.5 + 0.7 * z[24], 0.8, 5.0)),
+        "brow_arch": 1.8 + 1.1 * z[25],
+        "brow_slant": 1.3 * z[26],
+        # nose
+        "nose_x": tmpl[2, 0] + 1.0 * z[27],
+        "nose_y": tmpl[2, 1] + 2.0 * z[28],
+        "nose_w": float(np.clip(7.2 + 1.4 * z[29], 4.0, 11.0)),
+        "nostril": float(np.clip(1.8 + 0.45 * z[30], 0.8, 3.0)),
+        "bridge": 0.5 + 0.3 * z[31],
+        # mouth
+        "mouth_x": 0.5 * (tmpl[3, 0] + tmpl[4, 0]) + 0.8 * z[32],
+        "mouth_y": 0.5 * (tmpl[3, 1] + tmpl[4, 1]) + 2.0 * z[33],
+        "mouth_hw": 0.5 * (tmpl[4, 0] - tmpl[3, 0]) + mouth_w / 2,
+        "lip_up": float(np.clip(2.5 + 0.7 * z[34], 0.9, 4.5)),
+        "lip_low": float(np.clip(3.5 + 0.9 * z[35], 1.2, 6.0)),
+        # hair
+        "hair_style": float(style),
+        "hairline": 23.0 + 4.0 * z[36],
+        "recess": max(0.0, 3.0 + 3.0 * z[37]),
+        "peak": 2.0 * z[38],
+        "part": 10.0 * z[39],
+        "volume": max(0.5, 3.5 + 1.5 * z[40]),
+        "side_len": 60.0 + 6.0 * z[41],
+        "hair_long": 128.0 + 10.0 * z[42],
+        # beard, skin marks, texture amplitudes
+        "beard": float(beard),
+        "beard_density": float(np.clip(0.7 + 0.2 * z[43], 0.3, 1.0)),
+        "freckle_amount": float(max(0.0, (u[5] - 0.72) / 0.28)),
+        "mole_prob": float(u[6]),
+        "blush": 0.5 + 0.4 * z[44],
+        "tex_amp": float(np.clip(0.07 + 0.03 * z[45], 0.0, 0.2)),
+        "socket": float(np.clip(0.10 + 0.04 * z[46], 0.0, 0.25)),
+        "skin_tone": tone,
+        "skin_red": skin[0], "skin_green": skin[1], "skin_blue": skin[2],
+        "hair_red": hair[0], "hair_green": hair[1], "hair_blue": hair[2],
+        "iris_red": iris[0], "iris_green": iris[1], "iris_blue": iris[2],
+        "lip_red": lip[0], "lip_green": lip[1], "lip_blue": lip[2],
+    }
+    p = {k: float(v) for k, v in p.items()}
+    p["texture"] = tex
+    p["freckles"] = freckles
+    p["moles"] = moles
+    p["grain"] = grain
+    return p
+
+
+def _params_vector(p: dict[str, Any]) -> np.ndarray:
+    scalars = np.asarray([v for v in p.values() if isinstance(v, float)], dtype=np.float64)
+    arrays = [np.asarray(v, dtype=np.float64).ravel() for v in p.values() if isinstance(v, np.ndarray)]
+    return np.concatenate([scalars, *arrays])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# drawing helpers: canonical 112-frame coordinates -> canvas pixels
+
+
+def _cv(x: Any) -> Any:
+    return (x + _MARGIN) * _SS
+
+
+def _poly(xs: np.ndarray, ys: np.ndarray) -> list[float]:
+    return np.stack([_cv(np.asarray(xs, np.float64)), _cv(np.asarray(ys, np.float64))], axis=-1).ravel().tolist()
+
+
+def _rgb(c: Sequence[float], alpha: int = 255) -> tuple[int, int, int, int]:
+    return (min(255, max(0, int(c[0]))), min(255, max(0, int(c[1]))), min(255, max(0, int(c[2]))), alpha)
+
+
+def _box(cx: float, cy: float, rx: float, ry: float) -> list[float]:
+    return [_cv(cx - rx), _cv(cy - ry), _cv(cx + rx), _cv(cy + ry)]
+
+
+def _colour(p: dict[str, Any], name: str) -> np.ndarray:
+    return np.array([p[name + "_red"], p[name + "_green"], p[name + "_blue"]])
+
+
+def _face_half_width(p: dict[str, Any], y: np.ndarray) -> np.ndarray:
+    """Half width of the face outline at canonical heights ``y`` (0 outside the face)."""
+    up = (p["face_cy"] - y) / p["face_top"]
+    lo = (y - p["face_cy"]) / p["face_low"]
+    s = np.clip(np.where(y <= p["face_cy"], up, lo), 0.0, 1.0)
+    w = p["face_ax"] * np.sqrt(1.0 - s * s)
+    return np.where(y <= p["face_cy"], w, w * (1.0 - p["jaw"] * s ** (1.5 * p["chin"])))
+
+
+def _face_outline(p: dict[str, Any], n: int = 48) -> tuple[np.ndarray, np.ndarray]:
+    t = np.linspace(0.0, 2.0 * np.pi, n, endpoint=False)
+    c, s = np.cos(t), np.sin(t)
+    sl = np.where(s > 0, s, 0.0)
+    x = p["face_cx"] + p["face_ax"] * c * (1.0 - p["jaw"] * sl ** (1.5 * p["chin"]))
+    y = p["face_cy"] + np.where(s > 0, p["face_low"], p["face_top"]) * s
+    return x, y
+
+
+def _lower_outline(p: dict[str, Any], y_top: float, n: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Face outline points below ``y_top``, ordered from the right side round the chin to the left side."""
+    fx, fy = _face_outline(p, n)
+    sel = fy > y_top
+    x, y = fx[sel], fy[sel]
+    order = np.argsort(np.arctan2(y - y_top, x - p["face_cx"]))
+    return x[order], y[order]
+
+
+def _gauss1d(n: int, centre: float, sigma: float) -> np.ndarray:
+    g = (np.arange(n, dtype=np.float32) + 0.5 - np.float32(centre)) / np.float32(sigma)
+    return np.exp(np.float32(-0.5) * g * g)
+
+
+def _bump(cx: float, cy: float, sx: float, sy: float) -> np.ndarray:
+    """Separable Gaussian bump on the canvas (centre and sigmas in canonical units); (C, C) float32."""
+    return np.outer(_gauss1d(_CANVAS, _cv(cy), sy * _SS), _gauss1d(_CANVAS, _cv(cx), sx * _SS))
+
+
+def _layer() -> tuple[Image.Image, ImageDraw.ImageDraw]:
+    im = Image.new("RGBA", (_CANVAS, _CANVAS), (0, 0, 0, 0))
+    return im, ImageDraw.Draw(im)
+
+
+def _planar(im: Image.Image) -> np.ndarray:
+    """RGBA Pillow image -> (4, C, C) float32."""
+    return np.asarray(im).transpose(2, 0, 1).astype(np.float32)
+
+
+def _over(dst: np.ndarray, src: np.ndarray) -> None:
+    """Alpha-composite planar ``src`` (4, C, C) float32 over ``dst`` (4, C, C) float32, in place."""
+    a = src[3] * np.float32(1.0 / 255.0)
+    dst[:3] += (src[:3] - dst[:3]) * a
+    np.maximum(dst[3], src[3], out=dst[3])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# an identity's canonical canvas and pre-computed per-image geometry
+
+
+def _render_base(p: dict[str, Any]) -> np.ndarray:
+    """The identity's canvas without its expression-dependent parts: (C, C, 4) uint8, C = 288 (2x super-sampled)."""
+    skin, hair = _colour(p, "skin"), _colour(p, "hair")
+    cx, cy, ax = p["face_cx"], p["face_cy"], p["face_ax"]
+    style, vol = int(p["hair_style"]), p["volume"]
+    canvas = np.zeros((4, _CANVAS, _CANVAS), dtype=np.float32)
+
+    if style == 3:  # long hair behind the head
+        im, d = _layer()
+        t = np.linspace(np.pi, 2 * np.pi, 24)
+        hx = np.concatenate([[cx - ax - vol - 5], cx + (ax + vol + 3) * np.cos(t), [cx + ax + vol + 5]])
+        hy = np.concatenate([[p["hair_long"]], cy + (p["face_top"] + vol) * np.sin(t), [p["hair_long"]]])
+        d.polygon(_poly(hx, hy), fill=_rgb(hair * 0.85))
+        _over(canvas, _planar(im))
+
+    # skin layer: neck, ears, face, nose wings and nostrils, freckles, moles
+    im, d = _layer()
+    nw = ax * p["neck_w"]
+    neck_top = cy + 0.2 * p["face_low"]
+    d.polygon(_poly([cx - nw, cx + nw, cx + nw * 1.15, cx - nw * 1.15], [neck_top, neck_top, 140.0, 140.0]),
+              fill=_rgb(skin * 0.80))
+    for side in (-1, 1):
+        ex = cx + side * ax * 0.97
+        d.ellipse(_box(ex + side * p["ear_w"] * 0.45, p["ear_y"], p["ear_w"], p["ear_h"]), fill=_rgb(skin * 0.93))
+        d.ellipse(_box(ex + side * p["ear_w"] * 0.55, p["ear_y"], p["ear_w"] * 0.45, p["ear_h"] * 0.6),
+                  fill=_rgb(skin * 0.76))
+    fx, fy = _face_outline(p)
+    d.polygon(_poly(fx, fy), fill=_rgb(skin))
+    nx, ny, nwid = p["nose_x"], p["nose_y"], p["nose_w"]
+    for side in (-1, 1):
+        d.arc(_box(nx + side * nwid * 0.55, ny - 0.2, nwid * 0.42, 3.4),
+              start=95 if side < 0 else -95, end=265 if side < 0 else 85, fill=_rgb(skin * 0.70), width=2)
+        d.ellipse(_box(nx + side * nwid * 0.36, ny + 1.3, p["nostril"], p["nostril"] * 0.6), fill=_rgb(skin * 0.40))
+    for i in range(int(round(p["freckle_amount"] * _N_FRECKLES))):
+        a, r, s = p["freckles"][i]
+        rr = 0.45 + 0.5 * s
+        d.ellipse(_box(cx + (a - 0.5) * ax * 1.3, p["eye_y"] + 6 + r * 18, rr, rr), fill=_rgb(skin * (0.80 - 0.08 * s)))
+    for i in range(_N_MOLES):
+        pr, a, r, s = p["moles"][i]
+        if pr < p["mole_prob"] * 0.5:
+            rr = 0.6 + 0.8 * s
+            d.ellipse(_box(cx + (a - 0.5) * ax * 1.5, 40 + r * 60, rr, rr), fill=_rgb(skin * 0.45))
+    sk = _planar(im)
+    skin_alpha = sk[3] * np.float32(1.0 / 255.0)
+
+    # skin shading: identity texture, eye sockets, under-nose / under-lip shadows, nose bridge, blush
+    tex = Image.fromarray(p["texture"].astype(np.float32), mode="F").resize((_CANVAS, _CANVAS), Image.BICUBIC)
+    mult = np.float32(1.0) + np.float32(p["tex_amp"] / 1.5) * np.asarray(tex, dtype=np.float32)
+    for ex in (p["le_x"], p["re_x"]):
+        mult -= np.float32(p["socket"]) * _bump(ex, p["eye_y"] - 1.5, 9.0, 5.5)
+    mult -= np.float32(0.10) * _bump(nx, ny + 4.0, 6.0, 1.6)
+    mult -= np.float32(0.08) * _bump(p["mouth_x"], p["mouth_y"] + p["lip_low"] + 4.0, 7.0, 2.0)
+    mult -= np.float32(0.07 * p["bridge"]) * (_bump(nx - 3.4, ny - 9.0, 1.3, 7.0) + _bump(nx + 3.4, ny - 9.0, 1.3, 7.0))
+    mult += np.float32(0.05) * _bump(nx, ny - 2.0, 2.0, 3.0)
+    sk[:3] *= mult
+    blush = np.float32(p["blush"]) * (_bump(cx - ax * 0.55, ny + 3, 7, 5) + _bump(cx + ax * 0.55, ny + 3, 7, 5))
+    sk[0] += np.float32(14.0) * blush
+    sk[1] -= np.float32(4.0) * blush
+    np.clip(sk, 0.0, 255.0, out=sk)
+    _over(canvas, sk)
+
+    beard = int(p["beard"])  # 1 stubble, 2 full beard, 3 moustache + goatee, 4 moustache
+    if beard:
+        im, d = _layer()
+        mx, my, mhw = p["mouth_x"], p["mouth_y"], p["mouth_hw"]
+        white = (255, 255, 255, 255)
+        if beard in (1, 2):
+            xr = np.array([-1.1, -0.62, -0.25, 0.0, 0.25, 0.62, 1.1])
+            top = np.array([p["ear_y"] - 6, ny + 11, ny + 3.5, ny + 3.0, ny + 3.5, ny + 11, p["ear_y"] - 6])
+            lx, ly = _lower_outline(p, ny - 30.0)
+            d.polygon(_poly(np.concatenate([cx + xr * ax, lx[::-1] * 1.0]),
+                            np.concatenate([top, ly[::-1] + 1.0])), fill=white)
+            d.polygon(_poly([cx - nw, cx + nw, cx + nw, cx - nw], [neck_top, neck_top, 126, 126]), fill=white)
+        if beard in (3, 4):
+            t = np.linspace(-1.0, 1.0, 11)
+            bot = my - p["lip_up"] * (1.0 - t * t) ** 0.6 - 0.3
+            topm = bot - (2.6 + 1.6 * (1.0 - t * t))
+            xs = mx + (mhw + 2.0) * t
+            d.polygon(_poly(np.concatenate([xs, xs[::-1]]), np.concatenate([topm, bot[::-1]])), fill=white)
+        if beard == 3:
+            chin_y = cy + p["face_low"] - 1.0
+            gy0 = my + p["lip_low"] + 1.5
+            d.polygon(_poly([mx - 5.5, mx + 5.5, mx + 4.0, mx, mx - 4.0], [gy0, gy0, chin_y - 2, chin_y + 1, chin_y - 2]),
+                      fill=white)
+        mask = _planar(im)[3] * np.float32(1.0 / 255.0)
+        if beard in (1, 2):
+            mask *= np.maximum(skin_alpha, np.float32(0.0))
+        grain = np.random.default_rng([int(p["grain"][0] * 1e9)]).random((_CANVAS, _CANVAS), dtype=np.float32)
+        dens = np.float32(p["beard_density"] * (0.42 if beard == 1 else 0.95))
+        cover = mask * np.clip(dens * (np.float32(0.55) + np.float32(0.9) * grain), 0.0, 1.0)
+        canvas[:3] += (hair.astype(np.float32)[:, None, None] * np.float32(0.9) - canvas[:3]) * cover
+
+    if style > 0:  # hair on the top and at the sides, hugging the face outline
+        im, d = _layer()
+        hl = p["hairline"]
+        y_t = hl + p["recess"] + 1.0
+        side_len = max(y_t + 4.0, min(p["side_len"] if style == 1 else p["ear_y"] + 6.0, p["ear_y"] + 10.0))
+        ys = np.linspace(side_len, y_t, 8)
+        inner = _face_half_width(p, ys) - 0.8
+        xr = np.linspace(-1.0, 1.0, 21)
+        w_t = float(_face_half_width(p, np.array([y_t]))[0]) - 0.8
+        line_x = cx + xr * w_t
+        line_y = hl + p["recess"] * xr**2 - p["peak"] * np.exp(-(((xr - p["part"] / ax) / 0.18) ** 2))
+        a0 = math.asin(float(np.clip((side_len - cy) / (p["face_top"] + vol), -1.0, 1.0)))
+        t = np.linspace(a0, -np.pi - a0, 32)
+        ox, oy = cx + (ax + vol) * np.cos(t), cy + (p["face_top"] + vol) * np.sin(t)
+        px = np.concatenate([ox, cx - inner, line_x, (cx + inner)[::-1]])
+        py = np.concatenate([oy, ys, line_y, ys[::-1]])
+        d.polygon(_poly(px, py), fill=_rgb(hair))
+        lay = _planar(im)
+        g = p["grain"]
+        streak_src = np.random.default_rng([int(g[1] * 1e9)]).standard_normal((3, 80)).astype(np.float32)
+        streak = np.asarray(Image.fromarray(streak_src, mode="F").resize((_CANVAS, _CANVAS), Image.BILINEAR))
+        top_y = cy - p["face_top"]
+        hmult = np.float32(1.0) + np.float32(0.16) * streak + np.float32(0.35) * _bump(
+            cx + (g[2] - 0.5) * 20, top_y + 10, 18, 8)
+        lay[:3] *= hmult
+        np.clip(lay, 0.0, 255.0, out=lay)
+        _over(canvas, lay)
+
+    out = np.empty((_CANVAS, _CANVAS, 4), dtype=np.uint8)
+    canvas += np.float32(0.5)
+    np.clip(canvas, 0.0, 255.0, out=canvas)
+    for c in range(4):
+        out[..., c] = canvas[c]
+    return out
+
+
+_T13 = np.linspace(-1.0, 1.0, 13)
+_ANG = np.linspace(0.0, 2.0 * np.pi, 16, endpoint=False)
+_COS16, _SIN16 = np.cos(_ANG), np.sin(_ANG)
+
+
+class _Identity:
+    """Cached per-identity data: parameters, the canonical canvas, colours and pre-computed draw geometry."""
+
+    __slots__ = ("p", "base", "c", "g")
+
+    def __init__(self, p: dict[str, Any]):
+        self.p = p
+        self.base = _render_base(p)
+        skin, hair, lip = _colour(p, "skin"), _colour(p, "hair"), _colour(p, "lip")
+        self.c = {
+            "sclera": (236, 232, 226, 255),
+            "iris": _rgb(_colour(p, "iris")),
+            "pupil": (12, 10, 10, 255),
+            "lid": _rgb(skin * 0.22),
+            "lower_lid": _rgb(skin * 0.62),
+            "blink": _rgb(skin * 0.35),
+            "brow": _rgb(hair * 0.8 + skin * 0.06),
+            "lip_up": _rgb(lip * 0.88),
+            "lip_low": _rgb(lip),
+            "lip_line": _rgb(lip * 0.45),
+        }
+        g: dict[str, Any] = {}
+        t = _T13
+        ey, ew, eh, tilt = p["eye_y"], p["eye_w"], p["eye_h"], p["eye_tilt"]
+        up_shape, lo_shape = (1.0 - t**2) ** 0.75, (1.0 - t**2) ** 1.1
+        g["sclera"], g["lid"], g["lower_lid"], g["blink"] = [], [], [], []
+        for side, ex in ((-1, p["le_x"]), (1, p["re_x"])):
+            xs = ex + ew * t
+            base_y = ey - tilt * ew * t * side  # positive tilt lifts the outer corners
+            up, lo = base_y - eh * 1.05 * up_shape, base_y + eh * 0.8 * lo_shape
+            g["sclera"].append(_poly(np.concatenate([xs, xs[::-1]]), np.concatenate([up, lo[::-1]])))
+            g["lid"].append(_poly(xs, up))
+            g["lower_lid"].append(_poly(xs[2:-2], lo[2:-2]))
+            g["blink"].append(_poly(xs, base_y + 0.8 * lo_shape))
+        g["eye_x"] = np.array([p["le_x"], p["re_x"]])[:, None, None]
+        g["eye_side"] = np.array([-1.0, 1.0])[:, None, None]
+        g["radii"] = np.array([p["iris_radius"], p["iris_radius"] * 0.45])[None, :, None]
+        # brows: polygon x fixed, y = y0 - raise * w (canvas units)
+        bt = np.linspace(0.0, 1.0, 9)
+        bxs, bys = [], []
+        for side, ex in ((-1, p["le_x"]), (1, p["re_x"])):
+            x_in, x_out = ex - side * p["brow_len"] * 0.75, ex + side * p["brow_len"] * 1.05
+            bx = x_in + (x_out - x_in) * bt
+            by = ey - p["brow_gap"] - p["brow_arch"] * np.sin(np.pi * bt * 0.85) + p["brow_slant"] * bt
+            th = p["brow_th"] * (1.0 - 0.55 * bt**1.5)
+            bxs.append(_cv(np.concatenate([bx, bx[::-1]])))
+            bys.append(_cv(np.concatenate([by - th / 2, (by + th / 2)[::-1]])))
+        g["brow_x"], g["brow_y"] = np.stack(bxs), np.stack(bys)
+        w = 0.6 + 0.4 * bt
+        g["brow_w"] = np.concatenate([w, w[::-1]]) * _SS
+        # mouth shapes
+        g["m_p06"] = (1.0 - t**2) ** 0.6
+        g["m_p08"] = (1.0 - t**2) ** 0.8
+        g["m_bow"] = 1.0 - 0.35 * np.exp(-((t / 0.18) ** 2))
+        g["m_line"] = 1.0 - 3.0 * t**2
+        self.g = g
+
+    def mask_geometry(self) -> dict[str, Any]:
+        g = self.g
+        if "mask_poly" not in g:
+            p = self.p
+            cx, ax = p["face_cx"], p["face_ax"]
+            top = p["nose_y"] - 7.0
+            lx, ly = _lower_outline(p, top)
+            xs = np.concatenate([[cx + ax * 0.95, cx, cx - ax * 0.95], (cx + (lx - cx) * 1.02)[::-1]])
+            ys = np.concatenate([[top + 2, top - 1.5, top + 2], (ly + 1.5)[::-1]])
+            g["mask_poly"] = _poly(xs, ys)
+            bottom = p["face_cy"] + p["face_low"]
+            g["mask_lines"] = [_poly([cx - ax * 0.6, cx + ax * 0.6], [top + k * (bottom - top), top + k * (bottom - top) + 0.5])
+                               for k in (0.3, 0.55)]
+            g["mask_straps"] = [_poly([cx + s * ax * 0.93, cx + s * ax * 1.02], [top + 3, p["ear_y"] - 4]) for s in (-1, 1)]
+        return g
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# per-image nuisances
+
+_MASK_COLOURS = ((150, 192, 218), (236, 236, 236), (36, 36, 42), (120, 124, 130), (90, 130, 180))
+_HAT_COLOURS = ((30, 34, 60), (150, 30, 30), (40, 40, 40), (200, 200, 190), (60, 100, 60), (190, 150, 90))
+_FRAME_COLOURS = ((20, 20, 22), (90, 60, 40), (160, 160, 165), (40, 40, 90))
+
+
+def _image_nuisances(rng: np.random.Generator, d: float) -> dict[str, float]:
+    """Per-image nuisance draws; every magnitude and probability is proportional to the difficulty ``d``."""
+    n = np.clip(rng.standard_normal(16), -2.5, 2.5).tolist()
+    u = rng.random(32).tolist()
+
+    def prob(base: float) -> float:
+        return min(0.9, base * d)
+
+    yaw_max = math.radians(40.0)
+    return {
+        "roll": math.radians(6.0) * d * n[0],
+        "yaw": max(-yaw_max, min(yaw_max, math.radians(14.0) * d * n[1])),
+        "scale": math.exp(0.06 * d * n[2]),
+        "dx": 2.5 * d * n[3],
+        "dy": 2.5 * d * n[4],
+        "smile": d * (0.25 + 0.45 * n[5]),
+        "open": d * max(0.0, 0.40 * n[6] - 0.10),
+        "brow_raise": 1.4 * d * n[7],
+        "gaze_x": 1.0 * d * n[8],
+        "gaze_y": 0.5 * d * n[9],
+        "blink": u[0] < prob(0.04),
+        "light_az": 2.0 * math.pi * u[1],
+        "light_el": min(math.radians(75.0), math.radians(32.0) * d * abs(n[10])),
+        "light_k": 0.30 + 0.30 * min(d, 1.5) * u[2],
+        "exposure": math.exp(0.18 * d * n[11]),
+        "cast_r": 0.05 * d * n[12],
+        "cast_b": 0.05 * d * n[13],
+        "bg_grey": 30.0 + 195.0 * u[3],
+        "bg_tint": (u[4] - 0.5, u[5] - 0.5, u[6] - 0.5),
+        "bg_sat": 110.0 * u[7],
+        "bg_grad": 40.0 * d * u[8],
+        "bg_grad_dir": 2.0 * math.pi * u[9],
+        "bg_tex": 28.0 * d * u[10],
+        "bg_off": (u[11], u[12]),
+        "glasses": u[13] < prob(0.15),
+        "sunglasses": u[14] < 0.3,
+        "mask": u[15] < prob(0.06),
+        "hat": u[16] < prob(0.07),
+        "blur": u[17] < prob(0.35),
+        "blur_passes": 1 + int(3.0 * u[18]),
+        "lowres": u[19] < prob(0.12),
+        "lowres_f": 2 if u[20] < 0.6 else 4,
+        "noise": 7.0 * d * u[21],
+        "noise_off": (u[22], u[23]),
+        "jpeg_u": u[24],
+        "jpeg_q": 30.0 + 60.0 * u[25],
+        "occ": u[26:32],
+        "hat_n": n[14],
+    }
+
+
+def _draw_features(d: ImageDraw.ImageDraw, ident: _Identity, q: dict[str, Any]) -> None:
+    """Eyes (gaze, blinks), brows (raise) and mouth (smile, opening) on the identity's canvas copy."""
+    p, c, g = ident.p, ident.c, ident.g
+    if q["blink"]:
+        for line in g["blink"]:
+            d.line(line, fill=c["blink"], width=2)
+    else:
+        for poly in g["sclera"]:
+            d.polygon(poly, fill=c["sclera"])
+        # iris and pupil of both eyes, clipped to the eye opening: shape (eye, circle, point)
+        ex, side = g["eye_x"], g["eye_side"]
+        ew, eh, ey, tilt = p["eye_w"], p["eye_h"], p["eye_y"], p["eye_tilt"]
+        cxs = ex + q["gaze_x"] + g["radii"] * _COS16
+        cys = ey + q["gaze_y"] * 0.5 + g["radii"] * _SIN16
+        tt = np.clip((cxs - ex) / ew, -1.0, 1.0)
+        one = np.maximum(1.0 - tt * tt, 0.0)
+        by = ey - tilt * ew * tt * side
+        cys = np.minimum(np.maximum(cys, by - eh * 1.05 * one**0.75), by + eh * 0.8 * one**1.1)
+        pts = np.stack([(cxs + _MARGIN) * _SS, (cys + _MARGIN) * _SS], axis=-1).reshape(2, 2, -1).tolist()
+        for e in range(2):
+            d.polygon(pts[e][0], fill=c["iris"])
+            d.polygon(pts[e][1], fill=c["pupil"])
+            hx, hy = float(ex[e, 0, 0]) + q["gaze_x"] + 0.9, ey + q["gaze_y"] * 0.5 - 1.0
+            d.ellipse(_box(hx, hy, 0.55, 0.55), fill=(250, 250, 250, 255))
+        for line in g["lid"]:
+            d.line(line, fill=c["lid"], width=3)
+        for line in g["lower_lid"]:
+            d.line(line, fill=c["lower_lid"], width=1)
+    # brows
+    by = g["brow_y"] - q["brow_raise"] * g["brow_w"]
+    for bx, byy in zip(g["brow_x"], by):
+        d.polygon(np.stack([bx, byy], axis=-1).ravel().tolist(), fill=c["brow"])
+    # mouth
+    t = _T13
+    smile = min(1.3, max(-0.5, q["smile"]))
+    opn = min(1.2, max(0.0, q["open"]))
+    xs = p["mouth_x"] + p["mouth_hw"] * (1.0 + 0.08 * smile) * t
+    line = p["mouth_y"] + smile * g["m_line"]
+    gap = 7.0 * opn * g["m_p08"]
+    up_top = line - p["lip_up"] * g["m_p06"] * g["m_bow"]
+    lo_top = line + gap
+    lo_bot = lo_top + p["lip_low"] * g["m_p06"]
+    xx = np.concatenate([xs, xs[::-1]])
+    if opn > 0.05:
+        d.polygon(_poly(xx, np.concatenate([line, lo_top[::-1]])), fill=(55, 18, 22, 255))
+        if smile > 0.2:
+            teeth = line + np.minimum(gap, 2.6)
+            d.polygon(_poly(np.concatenate([xs[2:-2], xs[-3:1:-1]]), np.concatenate([line[2:-2], teeth[-3:1:-1]])),
+                      fill=(232, 228, 214, 255))
+    d.polygon(_poly(xx, np.concatenate([up_top, line[::-1]])), fill=c["lip_up"])
+    d.polygon(_poly(xx, np.concatenate([lo_top, lo_bot[::-1]])), fill=c["lip_low"])
+    d.line(_poly(xs, line), fill=c["lip_line"], width=2)
+
+
+def _draw_occluders(d: ImageDraw.ImageDraw, ident: _Identity, q: dict[str, Any]) -> None:
+    p = ident.p
+    occ = q["occ"]
+    cx, ax, ey = p["face_cx"], p["face_ax"], p["eye_y"]
+    if q["mask"]:
+        g = ident.mask_geometry()
+        col = _MASK_COLOURS[int(occ[0] * len(_MASK_COLOURS))]
+        d.polygon(g["mask_poly"], fill=_rgb(col))
+        for line in g["mask_lines"]:
+            d.line(line, fill=_rgb([v * 0.8 for v in col]), width=2)
+        for line in g["mask_straps"]:
+            d.line(line, fill=(225, 225, 225, 255), width=2)
+    if q["glasses"]:
+        col = _rgb(_FRAME_COLOURS[int(occ[1] * len(_FRAME_COLOURS))])
+        rw, rh = p["eye_w"] + 4.0 + 2.0 * occ[2], p["eye_h"] + 4.0 + 2.0 * occ[3]
+        for ex in (p["le_x"], p["re_x"]):
+            if q["sunglasses"]:
+                d.ellipse(_box(ex, ey + 0.5, rw, rh), fill=(28, 28, 34, 255), outline=col, width=3)
+            else:
+                d.ellipse(_box(ex, ey + 0.5, rw, rh), outline=col, width=3)
+        d.line(_poly([p["le_x"] + rw, p["re_x"] - rw], [ey - 0.5, ey - 0.5]), fill=col, width=3)
+        for side, ex in ((-1, p["le_x"]), (1, p["re_x"])):
+            d.line(_poly([ex + side * rw, cx + side * ax * 0.99], [ey - 0.5, ey - 1.5]), fill=col, width=3)
+    if q["hat"]:
+        col = np.array(_HAT_COLOURS[int(occ[4] * len(_HAT_COLOURS))], dtype=np.float64)
+        brim = p["hairline"] - 1.0 + 3.0 * q["hat_n"]
+        t = np.linspace(np.pi, 2 * np.pi, 20)
+        hx = cx + (ax + p["volume"] + 2.5) * np.cos(t)
+        hy = p["face_cy"] + (p["face_top"] + p["volume"] + 3.0) * np.sin(t)
+        keep = hy <= brim
+        d.polygon(_poly(np.concatenate([[cx - ax - 5], hx[keep], [cx + ax + 5]]),
+                        np.concatenate([[brim], hy[keep], [brim]])), fill=_rgb(col))
+        d.line(_poly([cx - ax - 5, cx + ax + 5], [brim, brim]), fill=_rgb(col * 0.7), width=4)
+
+
+def _blur121(img: np.ndarray) -> np.ndarray:
+    """Separable [1, 2, 1] / 4 blur of a (3, S, S) float32 image with edge replication."""
+    _, s, _ = img.shape
+    f = img.reshape(3, -1)
+    v = f * np.float32(2.0)
+    v[:, s:] += f[:, :-s]
+    v[:, :-s] += f[:, s:]
+    v[:, :s] += f[:, :s]
+    v[:, -s:] += f[:, -s:]
+    h = v * np.float32(2.0)
+    h[:, 1:] += v[:, :-1]
+    h[:, :-1] += v[:, 1:]
+    h *= np.float32(1.0 / 16.0)
+    h3, v3 = h.reshape(3, s, s), v.reshape(3, s, s)
+    h3[:, :, 0] = (v3[:, :, 0] * np.float32(3.0) + v3[:, :, 1]) * np.float32(1.0 / 16.0)
+    h3[:, :, -1] = (v3[:, :, -1] * np.float32(3.0) + v3[:, :, -2]) * np.float32(1.0 / 16.0)
+    return h3
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the renderer
+
+
+class SyntheticFaces:
+    """Deterministic renderer of synthetic identities; ``render(identity, image_index)`` is a pure function.
+
+    ``identity`` is an integer in ``[0, 2**31)``: training identities are ``0 .. num_identities - 1`` and held-out
+    evaluation identities ``EVAL_IDENTITY_OFFSET + k``.  The instance keeps an LRU cache of canonical canvases
+    (``config.cache_size`` identities); copies in DataLoader workers keep their own cache, and pickling drops it.
+
+    >>> faces = SyntheticFaces(SyntheticConfig(seed=0))
+    >>> faces.render(3, 0).shape
+    (112, 112, 3)
+    """
+
+    def __init__(self, config: SyntheticConfig | None = None, **overrides: Any):
+        cfg = config if config is not None else SyntheticConfig()
+        if not isinstance(cfg, SyntheticConfig):
+            raise InvalidOptionError(f"config must be a SyntheticConfig, got {type(cfg).__name__}")
+        if overrides:
+            try:
+                cfg = replace(cfg, **overrides)
+            except TypeError as exc:
+                raise InvalidOptionError(f"SyntheticFaces: {exc}") from None
+        self.config = cfg
+        self._cache: OrderedDict[int, _Identity] = OrderedDict()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"config": self.config}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.config = state["config"]
+        self._cache = OrderedDict()
+
+    def __repr__(self) -> str:
+        return f"SyntheticFaces({self.config!r})"
+
+    @staticmethod
+    def _check_identity(identity: Any) -> int:
+        if isinstance(identity, bool) or not isinstance(identity, (int, np.integer)) or not 0 <= identity < _MAX_IDENTITY:
+            raise InvalidOptionError(f"identity must be an integer in [0, 2**31), got {identity!r}")
+        return int(identity)
+
+    def identity_params(self, identity: int) -> dict[str, Any]:
+        """Named parameters of ``identity``: floats (canonical 112-frame pixels, RGB 0..255) and texture arrays."""
+        identity = self._check_identity(identity)
+        return _identity_params(self.config.seed, identity, float(self.config.identity_spread))
+
+    def identity_vector(self, identity: int) -> np.ndarray:
+        """:meth:`identity_params` flattened into one float64 vector (the same length for every identity)."""
+        return _params_vector(self.identity_params(identity))
+
+    def _identity(self, identity: int) -> _Identity:
+        hit = self._cache.get(identity)
+        if hit is not None:
+            self._cache.move_to_end(identity)
+            return hit
+        ident = _Identity(_identity_params(self.config.seed, identity, float(self.config.identity_spread)))
+        if self.config.cache_size > 0:
+            self._cache[identity] = ident
+            while len(self._cache) > self.config.cache_size:
+                self._cache.popitem(last=False)
+        return ident
+
+    def landmarks(self, identity: int) -> np.ndarray:
+        """The identity's canonical five points (before nuisances) in output pixels, (5, 2) -- cf. the template."""
+        p = self.identity_params(identity)
+        pts = np.array(
+            [
+                [p["le_x"], p["eye_y"]],
+                [p["re_x"], p["eye_y"]],
+                [p["nose_x"], p["nose_y"]],
+                [p["mouth_x"] - p["mouth_hw"], p["mouth_y"]],
+                [p["mouth_x"] + p["mouth_hw"], p["mouth_y"]],
+            ]
+        )
+        return pts * (self.config.image_size / 112.0)
+
+    def render(self, identity: int, image_index: int, *, difficulty: float | None = None) -> np.ndarray:
+        """Image ``image_index`` of ``identity``: (S, S, 3) uint8 RGB, S = ``config.image_size``; deterministic.
+
+        ``difficulty`` overrides the config's knob for this call (``0`` renders the canonical face).
+        """
+        identity = self._check_identity(identity)
+        image_index = _check_nonneg_int(image_index, "image_index")
+        dval = float(self.config.difficulty if difficulty is None else difficulty)
+        if not 0.0 <= dval <= 4.0:
+            raise InvalidOptionError(f"difficulty must be in [0, 4], got {difficulty!r}")
+        ident = self._identity(identity)
+        rng = np.random.default_rng([_TAG_IMAGE, self.config.seed, identity, image_index])
+        return self._compose(ident, _image_nuisances(rng, dval), dval)
+
+    def _compose(self, ident: _Identity, q: dict[str, Any], d: float) -> np.ndarray:
+        size = self.config.image_size
+        p = ident.p
+        im = Image.fromarray(ident.base, mode="RGBA")
+        draw = ImageDraw.Draw(im)
+        _draw_features(draw, ident, q)
+        if q["mask"] or q["glasses"] or q["hat"]:
+            _draw_occluders(draw, ident, q)
+        flat = np.asarray(im).view(np.uint32).reshape(-1)
+
+        # inverse pose map (output pixel -> canonical frame), then canvas pixel coordinates
+        X, Y = _grids(size)
+        cr, sr = math.cos(q["roll"]), math.sin(q["roll"])
+        inv_s = 1.0 / q["scale"]
+        a, b = cr * inv_s, sr * inv_s
+        cx0 = -(a * q["dx"] + b * q["dy"])
+        cy0 = -(a * q["dy"] - b * q["dx"])
+        yaw = q["yaw"]
+        ss, off = np.float32(_SS), (_MARGIN + _POSE_CENTRE[0]) * _SS
+        if abs(yaw) > 1e-4:
+            qx = X * np.float32(a) + Y * np.float32(b)
+            qx += np.float32(cx0)
+            # yaw: a Gaussian depth bump z(x) seen rotated -> monotone horizontal remap; its inverse is tabulated on a
+            # uniform grid of posed x and applied with a linear lookup
+            cxr = p["face_cx"] - _POSE_CENTRE[0]
+            sig, depth = 0.58 * p["face_ax"], 0.9 * p["face_ax"]
+            src = np.linspace(-120.0, 120.0, 241)
+            fwd = src * math.cos(yaw) + depth * math.sin(yaw) * (np.exp(-0.5 * ((src - cxr) / sig) ** 2) - 0.6)
+            lo, step = -100.0, 200.0 / 256
+            inv = np.interp(lo + step * np.arange(258), fwd, src).astype(np.float32)
+            pos = (qx - np.float32(lo)) * np.float32(1.0 / step)
+            np.clip(pos, 0.0, 256.999, out=pos)
+            i0 = pos.astype(np.int32)
+            fr = pos - i0
+            v0 = inv[i0]
+            cu = v0 + (inv[i0 + 1] - v0) * fr
+            cu *= ss
+            cu += np.float32(off)
+        else:
+            cu = X * np.float32(a * _SS) + Y * np.float32(b * _SS)
+            cu += np.float32(cx0 * _SS + off)
+        cv = Y * np.float32(a * _SS) - X * np.float32(b * _SS)
+        cv += np.float32(cy0 * _SS + (_MARGIN + _POSE_CENTRE[1]) * _SS)
+
+        # two-tap super-sampled nearest lookup on the 2x canvas (edge pixels replicate beyond the canvas)
+        step = np.float32(0.25 * 112.0 / size * _SS * inv_s)
+        hi = np.float32(_CANVAS - 1)
+        taps = []
+        for ox, oy in ((-step, -0.5 * step), (step, 0.5 * step)):
+            iu = np.clip(cu + ox, 0.0, hi).astype(np.int32)
+            iv = np.clip(cv + oy, 0.0, hi).astype(np.int32)
+            iv *= _CANVAS
+            iv += iu
+            taps.append(np.take(flat, iv).view(np.uint8).reshape(-1, 4))
+        acc = taps[0].astype(np.uint16)
+        acc += taps[1]
+        acc = acc.T.astype(np.float32)  # (4, N): channels at 2x scale (0..510)
+        alpha2 = acc[3]
+
+        # illumination: Lambertian on a head ellipsoid at half resolution, light rotated into the canonical frame
+        el, az = q["light_el"], q["light_az"]
+        lx, ly, lz = math.sin(el) * math.cos(az), math.sin(el) * math.sin(az), math.cos(el)
+        lx, ly = lx * cr + ly * sr, ly * cr - lx * sr
+        lx, lz = lx * math.cos(yaw) - lz * math.sin(yaw), lz * math.cos(yaw) + lx * math.sin(yaw)
+        cu2, cv2 = cu.reshape(size, size)[::2, ::2], cv.reshape(size, size)[::2, ::2]
+        kx = 1.0 / (p["face_ax"] * 1.25 * _SS)
+        ky = 1.0 / (p["face_top"] * 1.15 * _SS)
+        nx = cu2 * np.float32(kx) - np.float32(_cv(p["face_cx"]) * kx)
+        ny = cv2 * np.float32(ky) - np.float32(_cv(p["face_cy"]) * ky)
+        nz = np.sqrt(np.maximum(np.float32(1.0) - nx * nx - ny * ny, np.float32(0.04)))
+        lam = nx * np.float32(lx) + ny * np.float32(ly) + nz * np.float32(lz)
+        np.maximum(lam, np.float32(0.0), out=lam)
+        k = q["light_k"]
+        lam *= np.float32(1.25 * k)
+        lam += np.float32(1.0 - k)
+        shade = np.repeat(np.repeat(lam, 2, axis=0), 2, axis=1)[:size, :size].reshape(-1)
+
+        # background: colour (grey at difficulty 0), linear gradient, smooth texture
+        sensor, smooth = _pools(size)
+        side = sensor.shape[1]
+        dd = min(d, 1.0)
+        col = np.array([128.0, 128.0, 128.0]) + dd * (
+            q["bg_grey"] - 128.0 + q["bg_sat"] * np.array(q["bg_tint"]) * 2.0)
+        gain = np.array([1.0 + q["cast_r"], 1.0, 1.0 + q["cast_b"]]) * q["exposure"]
+        g = q["bg_grad_dir"]
+        ramp = X * np.float32(math.cos(g) * q["bg_grad"] / 56.0)
+        ramp += Y * np.float32(math.sin(g) * q["bg_grad"] / 56.0)
+        oy, ox = int(q["bg_off"][0] * (side - size)), int(q["bg_off"][1] * (side - size))
+        bg = smooth[:, oy:oy + size, ox:ox + size].reshape(3, -1) * np.float32(q["bg_tex"])
+        bg += ramp
+        bg += col.astype(np.float32)[:, None]
+
+        # composite: img = fg * shade * alpha + bg * (1 - alpha), then exposure / colour cast
+        wf = shade * alpha2
+        wf *= np.float32(1.0 / 1020.0)
+        wb = alpha2 * np.float32(-1.0 / 510.0)
+        wb += np.float32(1.0)
+        img = acc[:3]
+        img *= wf
+        bg *= wb
+        img += bg
+        img *= gain.astype(np.float32)[:, None]
+        img = img.reshape(3, size, size)
+
+        # optics: defocus blur, block low resolution, sensor noise
+        if q["blur"]:
+            for _ in range(q["blur_passes"]):
+                img = _blur121(img)
+        if q["lowres"]:
+            f = q["lowres_f"]
+            if size % f == 0:
+                small = img.reshape(3, size // f, f, size // f, f).mean(axis=(2, 4))
+                img = _blur121(np.repeat(np.repeat(small, f, axis=1), f, axis=2))
+        if q["noise"] > 0.0:
+            a0, b0 = int(q["noise_off"][0] * (side - size)), int(q["noise_off"][1] * (side - size))
+            img += sensor[:, a0:a0 + size, b0:b0 + size] * np.float32(q["noise"])
+        img += np.float32(0.5)
+        np.clip(img, 0.0, 255.0, out=img)
+        out = np.empty((size, size, 3), dtype=np.uint8)
+        out[..., 0] = img[0]
+        out[..., 1] = img[1]
+        out[..., 2] = img[2]
+        if q["jpeg_u"] < self.config.jpeg_prob:
+            buf = io.BytesIO()
+            Image.fromarray(out).save(buf, format="JPEG", quality=int(q["jpeg_q"]))
+            buf.seek(0)
+            out = np.array(Image.open(buf).convert("RGB"))
+        return out

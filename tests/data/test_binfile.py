@@ -1,0 +1,164 @@
+"""Verification .bin files: safe loading (nothing executed), Python 2 pickles, numpy payloads, round trips."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+
+import numpy as np
+import pytest
+
+from facesphere.errors import DataError, UnsafePickleError
+from facesphere.data.binfile import read_bin, write_bin
+
+JPEG_A = b"\xff\xd8\xff\xe0" + bytes(range(256)) + b"\xff\xd9"  # 262 bytes: needs BINSTRING, not SHORT_BINSTRING
+JPEG_B = b"\xff\xd8\xff\xe1tiny\xff\xd9"
+
+
+def _py2_str(data: bytes) -> bytes:
+    """How Python 2's pickle (protocol 2) writes a ``str``: SHORT_BINSTRING or BINSTRING."""
+    if len(data) < 256:
+        return b"U" + bytes([len(data)]) + data
+    return b"T" + struct.pack("<i", len(data)) + data
+
+
+def _py2_bin_pickle(images: list[bytes], issame: list[bool]) -> bytes:
+    """A (bins, issame_list) pickle as Python 2 wrote InsightFace's .bin files, built opcode by opcode."""
+    out = b"\x80\x02"  # PROTO 2
+    out += b"]q\x00("  # EMPTY_LIST, BINPUT 0, MARK
+    for img in images:
+        out += _py2_str(img)
+    out += b"e"  # APPENDS
+    out += b"]q\x01("
+    for s in issame:
+        out += b"\x88" if s else b"\x89"  # NEWTRUE / NEWFALSE
+    out += b"e"
+    out += b"\x86q\x02."  # TUPLE2, BINPUT 2, STOP
+    return out
+
+
+def _py2_uint8_array(data: bytes) -> bytes:
+    """A 1-D uint8 numpy array as Python 2 numpy pickled it (protocol 2, py2 str for the raw data)."""
+    return (
+        b"cnumpy.core.multiarray\n_reconstruct\n"
+        + b"cnumpy\nndarray\n"
+        + b"K\x00\x85" + _py2_str(b"b") + b"\x87R"
+        + b"(K\x01" + (b"M" + struct.pack("<H", len(data))) + b"\x85"
+        + b"cnumpy\ndtype\n" + _py2_str(b"u1") + b"K\x00K\x01\x87R"
+        + b"(K\x03" + _py2_str(b"|") + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+        + b"\x89" + _py2_str(data) + b"tb"
+    )
+
+
+def test_python2_pickle_of_str_images(tmp_path):
+    path = tmp_path / "lfw.bin"
+    images = [JPEG_A, JPEG_B, JPEG_B, JPEG_A]
+    path.write_bytes(_py2_bin_pickle(images, [True, False]))
+    with pytest.raises(UnicodeDecodeError):
+        pickle.loads(path.read_bytes())  # the default ASCII decoding fails: why encoding="bytes" is needed
+    got, issame = read_bin(path)
+    assert got == images and all(type(b) is bytes for b in got)
+    assert issame.dtype == np.bool_ and issame.tolist() == [True, False]
+
+
+def test_python2_pickle_of_numpy_images(tmp_path):
+    path = tmp_path / "cfp.bin"
+    body = b"\x80\x02]q\x00(" + _py2_uint8_array(JPEG_A) + _py2_uint8_array(JPEG_B) + b"e"
+    body += b"]q\x01(\x88e\x86q\x02."
+    path.write_bytes(body)
+    images, issame = read_bin(path)
+    assert images == [JPEG_A, JPEG_B] and issame.tolist() == [True]
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_python3_numpy_payloads(tmp_path, protocol):
+    path = tmp_path / "np.bin"
+    bins = [np.frombuffer(JPEG_A, np.uint8), np.frombuffer(JPEG_B, np.uint8)] * 2
+    flags = np.array([True, False])
+    with open(path, "wb") as f:
+        pickle.dump((bins, flags), f, protocol=protocol)
+    images, issame = read_bin(path)
+    assert images == [JPEG_A, JPEG_B] * 2 and issame.tolist() == [True, False]
+    with open(path, "wb") as f:
+        pickle.dump(([JPEG_A, JPEG_B], [np.bool_(False)]), f, protocol=protocol)
+    images, issame = read_bin(path)
+    assert images == [JPEG_A, JPEG_B] and issame.tolist() == [False]
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_round_trip_and_insightface_style_load(tmp_path, protocol):
+    path = tmp_path / "sub" / "agedb_30.bin"
+    images = [JPEG_A, JPEG_B, JPEG_A + b"x", b""]
+    write_bin(path, images, np.array([1, 0], dtype=np.uint8), protocol=protocol)
+    assert os.listdir(path.parent) == ["agedb_30.bin"]  # no temporary left behind
+    got, issame = read_bin(path)
+    assert got == images and issame.tolist() == [True, False]
+    with open(path, "rb") as f:  # what InsightFace's evaluation code does
+        bins, issame_list = pickle.load(f, encoding="bytes")
+    assert bins == images and issame_list == [True, False]
+
+
+def test_malicious_pickle_is_refused_and_not_executed(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.bin"
+    # protocol 0: GLOBAL 'os system', MARK, STRING 'touch ...', TUPLE, REDUCE, STOP
+    path.write_bytes(b"cos\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR.")
+    with pytest.raises(UnsafePickleError) as e:
+        read_bin(path)
+    msg = str(e.value)
+    assert str(path) in msg and "os.system" in msg and "not executed" in msg
+    assert not marker.exists()
+    assert isinstance(e.value, DataError)
+
+    # protocol 4 form (STACK_GLOBAL) wrapped inside an otherwise valid (bins, issame) structure
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path.write_bytes(pickle.dumps(([JPEG_A, Evil()], [True]), protocol=4))
+    with pytest.raises(UnsafePickleError, match=r"refused to load the global (os|posix)\.system"):
+        read_bin(path)
+    assert not marker.exists()
+
+    for evil in (
+        pickle.dumps(([eval], [True]), protocol=4),  # builtins.eval
+        pickle.dumps((getattr, [True]), protocol=2),
+        b"\x80\x02c_codecs\nencode\nX\x03\x00\x00\x00abcX\x04\x00\x00\x00zlib\x86R.",  # a non-latin-1 codec
+    ):
+        path.write_bytes(evil)
+        with pytest.raises(UnsafePickleError) as e:
+            read_bin(path)
+        assert str(path) in str(e.value)
+
+
+def test_malformed_files(tmp_path):
+    path = tmp_path / "bad.bin"
+    path.write_bytes(pickle.dumps(([JPEG_A, JPEG_B, JPEG_A], [True]), protocol=4))
+    with pytest.raises(DataError) as e:
+        read_bin(path)
+    assert str(path) in str(e.value) and "3 images but 1 issame labels" in str(e.value)
+
+    path.write_bytes(pickle.dumps({"bins": [], "issame": []}, protocol=4))
+    with pytest.raises(DataError, match=r"bad\.bin: expected a pickled pair \(bins, issame_list\), got a dict"):
+        read_bin(path)
+    path.write_bytes(pickle.dumps(([JPEG_A, JPEG_B], [True], 3), protocol=4))
+    with pytest.raises(DataError, match="got a tuple of length 3"):
+        read_bin(path)
+    path.write_bytes(pickle.dumps(([JPEG_A, 7], [True]), protocol=4))
+    with pytest.raises(DataError, match="image 1 is a int"):
+        read_bin(path)
+    path.write_bytes(pickle.dumps(([JPEG_A, JPEG_B], ["yes"]), protocol=4))
+    with pytest.raises(DataError, match=r"issame_list\[0\]"):
+        read_bin(path)
+    path.write_bytes(b"this is not a pickle at all")
+    with pytest.raises(DataError, match=r"bad\.bin: not a readable pickle"):
+        read_bin(path)
+    path.write_bytes(pickle.dumps(([JPEG_A, JPEG_B], [True]), protocol=4)[:-7])  # truncated
+    with pytest.raises(DataError, match=r"bad\.bin: not a readable pickle"):
+        read_bin(path)
+    with pytest.raises(DataError, match="not found"):
+        read_bin(tmp_path / "missing.bin")
+    with pytest.raises(DataError, match="2 images per label"):
+        write_bin(tmp_path / "w.bin", [JPEG_A], [True])
+    assert not (tmp_path / "w.bin").exists()
