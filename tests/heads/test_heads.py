@@ -530,3 +530,34 @@ def test_inplace_weight_norm_projects_parameter():
     xhat = F.normalize(x, dim=1)
     coeff = torch.linalg.lstsq(xhat.t(), head.weight.grad.t()).solution
     assert torch.allclose(xhat.t() @ coeff, head.weight.grad.t(), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", [n for n in HEAD_NAMES if HEADS[n].fixed.get("objective", "ce") == "ce"])
+def test_margin_logits_on_a_class_subset(name):
+    """Model-parallel entry point: a subset of classes, labels −1 where the class is not in the subset."""
+    head = build(name, classes=10)
+    x, y = make_batch(classes=10)
+    y = torch.tensor([1, 3, 5, 7, 9, 2])
+    index = torch.tensor([1, 2, 3, 7])
+    local = torch.tensor([0, 2, -1, 3, -1, 1])
+    z, norms = head.margin_logits(x, local, index)
+    full = build(name, classes=10)
+    full.load_state_dict(head.state_dict())
+    full.step.zero_()
+    ref = full(x, y)
+    assert z.shape == (6, 4)
+    with_class = local >= 0
+    assert torch.allclose(z[with_class], ref.logits[with_class][:, index], atol=1e-9)
+    # rows whose class is elsewhere get no margin: plain S·c
+    if head.weight_norm != "none":
+        cos = head.cosines(x)[:, index]
+        scale = head.s if head.feature_norm == "hard" else x.norm(dim=1, keepdim=True)
+        expected = (scale * cos)[~with_class]
+        if head.margin.nontarget(cos) is not None:
+            expected = (scale * head.margin.nontarget(cos))[~with_class]
+        assert torch.allclose(z[~with_class], expected, atol=1e-9)
+    z.sum().backward()
+    untouched = torch.ones(10, dtype=torch.bool)
+    untouched[index] = False
+    rows = torch.arange(10 * head.subcenters).view(10, head.subcenters)[untouched].reshape(-1)
+    assert (head.weight.grad[rows] == 0).all()

@@ -324,8 +324,14 @@ def _cv(x: Any) -> Any:
     return (x + _MARGIN) * _SS
 
 
-def _poly(xs: np.ndarray, ys: np.ndarray) -> list[float]:
-    return np.stack([_cv(np.asarray(xs, np.float64)), _cv(np.asarray(ys, np.float64))], axis=-1).ravel().tolist()
+def _poly(xs: Any, ys: Any) -> list[float]:
+    xs = np.asarray(xs, dtype=np.float64)
+    out = np.empty((xs.shape[0], 2))
+    out[:, 0] = xs
+    out[:, 1] = ys
+    out += _MARGIN
+    out *= _SS
+    return out.ravel().tolist()
 
 
 def _rgb(c: Sequence[float], alpha: int = 255) -> tuple[int, int, int, int]:
@@ -384,7 +390,7 @@ def _layer() -> tuple[Image.Image, ImageDraw.ImageDraw]:
 
 def _planar(im: Image.Image) -> np.ndarray:
     """RGBA Pillow image -> (4, C, C) float32."""
-    return np.asarray(im).transpose(2, 0, 1).astype(np.float32)
+    return np.asarray(im).transpose(2, 0, 1).astype(np.float32, order="C")
 
 
 def _over(dst: np.ndarray, src: np.ndarray) -> None:
@@ -542,6 +548,7 @@ class _Identity:
         skin, hair, lip = _colour(p, "skin"), _colour(p, "hair"), _colour(p, "lip")
         self.c = {
             "sclera": (236, 232, 226, 255),
+            "skin": _rgb(skin * 0.97),
             "iris": _rgb(_colour(p, "iris")),
             "pupil": (12, 10, 10, 255),
             "lid": _rgb(skin * 0.22),
@@ -587,6 +594,15 @@ class _Identity:
         g["m_bow"] = 1.0 - 0.35 * np.exp(-((t / 0.18) ** 2))
         g["m_line"] = 1.0 - 3.0 * t**2
         self.g = g
+        # the eye whites and lid lines do not change from image to image: bake them into the canvas
+        im = _writable_view(self.base)
+        d = ImageDraw.Draw(im)
+        for e in range(2):
+            d.polygon(g["sclera"][e], fill=self.c["sclera"])
+            d.line(g["lid"][e], fill=self.c["lid"], width=3)
+            d.line(g["lower_lid"][e], fill=self.c["lower_lid"], width=1)
+        if not _SHARED_DRAW[0]:
+            self.base = np.array(im)
 
     def mask_geometry(self) -> dict[str, Any]:
         g = self.g
@@ -667,31 +683,29 @@ def _image_nuisances(rng: np.random.Generator, d: float) -> dict[str, float]:
 def _draw_features(d: ImageDraw.ImageDraw, ident: _Identity, q: dict[str, Any]) -> None:
     """Eyes (gaze, blinks), brows (raise) and mouth (smile, opening) on the identity's canvas copy."""
     p, c, g = ident.p, ident.c, ident.g
-    if q["blink"]:
-        for line in g["blink"]:
-            d.line(line, fill=c["blink"], width=2)
+    if q["blink"]:  # closed eyes: skin over the (baked-in) eye, then the lash line
+        for e in range(2):
+            d.polygon(g["sclera"][e], fill=c["skin"])
+            d.line(g["blink"][e], fill=c["blink"], width=2)
     else:
-        for poly in g["sclera"]:
-            d.polygon(poly, fill=c["sclera"])
-        # iris and pupil of both eyes, clipped to the eye opening: shape (eye, circle, point)
+        # iris and pupil of both eyes, clipped inside the eye opening (below the lid line): (eye, circle, point)
         ex, side = g["eye_x"], g["eye_side"]
         ew, eh, ey, tilt = p["eye_w"], p["eye_h"], p["eye_y"], p["eye_tilt"]
         cxs = ex + q["gaze_x"] + g["radii"] * _COS16
         cys = ey + q["gaze_y"] * 0.5 + g["radii"] * _SIN16
         tt = np.clip((cxs - ex) / ew, -1.0, 1.0)
-        one = np.maximum(1.0 - tt * tt, 0.0)
+        one = 1.0 - tt * tt
         by = ey - tilt * ew * tt * side
-        cys = np.minimum(np.maximum(cys, by - eh * 1.05 * one**0.75), by + eh * 0.8 * one**1.1)
-        pts = np.stack([(cxs + _MARGIN) * _SS, (cys + _MARGIN) * _SS], axis=-1).reshape(2, 2, -1).tolist()
+        cys = np.minimum(np.maximum(cys, by - eh * 1.05 * one**0.75 + 0.7), by + eh * 0.8 * one**1.1 - 0.2)
+        pts = np.empty(cxs.shape + (2,))
+        pts[..., 0] = (cxs + _MARGIN) * _SS
+        pts[..., 1] = (cys + _MARGIN) * _SS
+        pts = pts.reshape(2, 2, -1).tolist()
         for e in range(2):
             d.polygon(pts[e][0], fill=c["iris"])
             d.polygon(pts[e][1], fill=c["pupil"])
             hx, hy = float(ex[e, 0, 0]) + q["gaze_x"] + 0.9, ey + q["gaze_y"] * 0.5 - 1.0
             d.ellipse(_box(hx, hy, 0.55, 0.55), fill=(250, 250, 250, 255))
-        for line in g["lid"]:
-            d.line(line, fill=c["lid"], width=3)
-        for line in g["lower_lid"]:
-            d.line(line, fill=c["lower_lid"], width=1)
     # brows
     by = g["brow_y"] - q["brow_raise"] * g["brow_w"]
     for bx, byy in zip(g["brow_x"], by):
@@ -753,6 +767,19 @@ def _draw_occluders(d: ImageDraw.ImageDraw, ident: _Identity, q: dict[str, Any])
         d.line(_poly([cx - ax - 5, cx + ax + 5], [brim, brim]), fill=_rgb(col * 0.7), width=4)
 
 
+def _lowres(img: np.ndarray, f: int) -> np.ndarray:
+    """Average f x f blocks of a (3, S, S) image (f a power of two dividing S) and blow them up again."""
+    _, s, _ = img.shape
+    small = img
+    k = 1
+    while k < f:
+        small = (small[:, 0::2, 0::2] + small[:, 1::2, 0::2]) + (small[:, 0::2, 1::2] + small[:, 1::2, 1::2])
+        small *= np.float32(0.25)
+        k *= 2
+    n = s // f
+    return np.ascontiguousarray(np.broadcast_to(small[:, :, None, :, None], (3, n, f, n, f))).reshape(3, s, s)
+
+
 def _blur121(img: np.ndarray) -> np.ndarray:
     """Separable [1, 2, 1] / 4 blur of a (3, S, S) float32 image with edge replication."""
     _, s, _ = img.shape
@@ -770,6 +797,30 @@ def _blur121(img: np.ndarray) -> np.ndarray:
     h3[:, :, 0] = (v3[:, :, 0] * np.float32(3.0) + v3[:, :, 1]) * np.float32(1.0 / 16.0)
     h3[:, :, -1] = (v3[:, :, -1] * np.float32(3.0) + v3[:, :, -2]) * np.float32(1.0 / 16.0)
     return h3
+
+
+def _probe_shared_draw() -> bool:
+    """Whether Pillow draws straight into a numpy buffer wrapped by ``Image.frombuffer`` (saves two canvas copies)."""
+    try:
+        arr = np.zeros((4, 4, 4), dtype=np.uint8)
+        im = Image.frombuffer("RGBA", (4, 4), arr, "raw", "RGBA", 0, 1)
+        im.readonly = 0
+        ImageDraw.Draw(im).point((1, 2), fill=(1, 2, 3, 4))
+        return bool(arr[2, 1].tolist() == [1, 2, 3, 4])
+    except Exception:  # pragma: no cover - depends on the Pillow build
+        return False
+
+
+_SHARED_DRAW = [_probe_shared_draw()]
+
+
+def _writable_view(arr: np.ndarray) -> Image.Image:
+    """An RGBA Pillow image over ``arr`` (C, C, 4) uint8 that draws into ``arr`` where Pillow allows it."""
+    if _SHARED_DRAW[0]:
+        im = Image.frombuffer("RGBA", (arr.shape[1], arr.shape[0]), arr, "raw", "RGBA", 0, 1)
+        im.readonly = 0
+        return im
+    return Image.fromarray(arr, mode="RGBA")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -868,12 +919,15 @@ class SyntheticFaces:
     def _compose(self, ident: _Identity, q: dict[str, Any], d: float) -> np.ndarray:
         size = self.config.image_size
         p = ident.p
-        im = Image.fromarray(ident.base, mode="RGBA")
+        canvas = ident.base.copy()
+        im = _writable_view(canvas)
         draw = ImageDraw.Draw(im)
         _draw_features(draw, ident, q)
         if q["mask"] or q["glasses"] or q["hat"]:
             _draw_occluders(draw, ident, q)
-        flat = np.asarray(im).view(np.uint32).reshape(-1)
+        if not _SHARED_DRAW[0]:
+            canvas = np.asarray(im)
+        flat = canvas.view(np.uint32).reshape(-1)
 
         # inverse pose map (output pixel -> canonical frame), then canvas pixel coordinates
         X, Y = _grids(size)
@@ -893,14 +947,8 @@ class SyntheticFaces:
             sig, depth = 0.58 * p["face_ax"], 0.9 * p["face_ax"]
             src = np.linspace(-120.0, 120.0, 241)
             fwd = src * math.cos(yaw) + depth * math.sin(yaw) * (np.exp(-0.5 * ((src - cxr) / sig) ** 2) - 0.6)
-            lo, step = -100.0, 200.0 / 256
-            inv = np.interp(lo + step * np.arange(258), fwd, src).astype(np.float32)
-            pos = (qx - np.float32(lo)) * np.float32(1.0 / step)
-            np.clip(pos, 0.0, 256.999, out=pos)
-            i0 = pos.astype(np.int32)
-            fr = pos - i0
-            v0 = inv[i0]
-            cu = v0 + (inv[i0 + 1] - v0) * fr
+            # np.interp is fast here: neighbouring pixels fall in neighbouring table intervals
+            cu = np.interp(qx, fwd, src).astype(np.float32)
             cu *= ss
             cu += np.float32(off)
         else:
@@ -909,19 +957,19 @@ class SyntheticFaces:
         cv = Y * np.float32(a * _SS) - X * np.float32(b * _SS)
         cv += np.float32(cy0 * _SS + (_MARGIN + _POSE_CENTRE[1]) * _SS)
 
-        # two-tap super-sampled nearest lookup on the 2x canvas (edge pixels replicate beyond the canvas)
-        step = np.float32(0.25 * 112.0 / size * _SS * inv_s)
-        hi = np.float32(_CANVAS - 1)
-        taps = []
-        for ox, oy in ((-step, -0.5 * step), (step, 0.5 * step)):
-            iu = np.clip(cu + ox, 0.0, hi).astype(np.int32)
-            iv = np.clip(cv + oy, 0.0, hi).astype(np.int32)
-            iv *= _CANVAS
-            iv += iu
-            taps.append(np.take(flat, iv).view(np.uint8).reshape(-1, 4))
-        acc = taps[0].astype(np.uint16)
-        acc += taps[1]
-        acc = acc.T.astype(np.float32)  # (4, N): channels at 2x scale (0..510)
+        # two-tap super-sampled lookup on the 2x canvas: the two diagonal pixels of the 2x2 block around each
+        # sample point (edge pixels replicate beyond the canvas)
+        hi = np.float32(_CANVAS - 2)
+        cu -= np.float32(0.5)
+        cv -= np.float32(0.5)
+        iu = np.clip(cu, 0.0, hi, out=cu).astype(np.int32)
+        idx = np.clip(cv, 0.0, hi, out=cv).astype(np.int32)
+        idx *= _CANVAS
+        idx += iu
+        acc = np.take(flat, idx).view(np.uint8).reshape(-1, 4).astype(np.uint16)
+        idx += _CANVAS + 1
+        acc += np.take(flat, idx).view(np.uint8).reshape(-1, 4)
+        acc = acc.T.astype(np.float32, order="C")  # (4, N) planar: channels at 2x scale (0..510)
         alpha2 = acc[3]
 
         # illumination: Lambertian on a head ellipsoid at half resolution, light rotated into the canonical frame
@@ -953,7 +1001,8 @@ class SyntheticFaces:
         ramp = X * np.float32(math.cos(g) * q["bg_grad"] / 56.0)
         ramp += Y * np.float32(math.sin(g) * q["bg_grad"] / 56.0)
         oy, ox = int(q["bg_off"][0] * (side - size)), int(q["bg_off"][1] * (side - size))
-        bg = smooth[:, oy:oy + size, ox:ox + size].reshape(3, -1) * np.float32(q["bg_tex"])
+        bg = np.empty((3, size * size), dtype=np.float32)
+        np.multiply(smooth[:, oy:oy + size, ox:ox + size], np.float32(q["bg_tex"]), out=bg.reshape(3, size, size))
         bg += ramp
         bg += col.astype(np.float32)[:, None]
 
@@ -973,14 +1022,12 @@ class SyntheticFaces:
         if q["blur"]:
             for _ in range(q["blur_passes"]):
                 img = _blur121(img)
-        if q["lowres"]:
-            f = q["lowres_f"]
-            if size % f == 0:
-                small = img.reshape(3, size // f, f, size // f, f).mean(axis=(2, 4))
-                img = _blur121(np.repeat(np.repeat(small, f, axis=1), f, axis=2))
+        if q["lowres"] and size % q["lowres_f"] == 0:
+            img = _blur121(_lowres(img, q["lowres_f"]))
         if q["noise"] > 0.0:
             a0, b0 = int(q["noise_off"][0] * (side - size)), int(q["noise_off"][1] * (side - size))
-            img += sensor[:, a0:a0 + size, b0:b0 + size] * np.float32(q["noise"])
+            nbuf = np.multiply(sensor[:, a0:a0 + size, b0:b0 + size], np.float32(q["noise"]))
+            img += nbuf
         img += np.float32(0.5)
         np.clip(img, 0.0, 255.0, out=img)
         out = np.empty((size, size, 3), dtype=np.uint8)

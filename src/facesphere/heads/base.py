@@ -146,14 +146,16 @@ class MarginHead(nn.Module):
         )
 
     # ------------------------------------------------------------------------------------------------------------
-    def _class_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, D) -> x @ Ŵᵀ (B, C·K) with the weight normalisation style of the head."""
-        weight = self.weight if self.weight.dtype == x.dtype else self.weight.to(x.dtype)
+    def _class_logits(self, x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, D) -> x @ Ŵᵀ (B, C·K) with the weight normalisation style of the head (all rows or ``weight``)."""
+        if weight is None:
+            if self.weight_norm == "inplace":
+                with torch.no_grad():
+                    self.weight.div_(self.weight.norm(dim=1, keepdim=True).clamp_min_(1e-12))
+            weight = self.weight
+        weight = weight if weight.dtype == x.dtype else weight.to(x.dtype)
         if self.weight_norm == "graph":
             return normalized_linear(x, weight)
-        if self.weight_norm == "inplace":
-            with torch.no_grad():
-                self.weight.div_(self.weight.norm(dim=1, keepdim=True).clamp_min_(1e-12))
         return x @ weight.t()
 
     def cosines(self, embeddings: torch.Tensor) -> torch.Tensor:
@@ -168,7 +170,7 @@ class MarginHead(nn.Module):
     def _pool(self, logits: torch.Tensor) -> torch.Tensor:
         if self.subcenters == 1:
             return logits
-        return logits.view(logits.shape[0], self.num_classes, self.subcenters).max(dim=2).values
+        return logits.view(logits.shape[0], -1, self.subcenters).max(dim=2).values
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> HeadOutput:
         if embeddings.dim() != 2 or embeddings.shape[1] != self.embed_dim:
@@ -182,51 +184,94 @@ class MarginHead(nn.Module):
             return self._forward(embeddings, labels.long(), step)
 
     def _forward(self, embeddings: torch.Tensor, labels: torch.Tensor, step: int) -> HeadOutput:
-        dtype = torch.promote_types(embeddings.dtype, torch.float32)
-        x = embeddings.to(dtype)
-        norms = x.norm(dim=1, keepdim=True)  # (B, 1), in graph
         if self.weight_norm == "none":  # plain softmax: z = x·W
+            x = embeddings.to(torch.promote_types(embeddings.dtype, torch.float32))
             logits = self._class_logits(x)
-            loss = F.cross_entropy(logits, labels)
-            return HeadOutput(self.loss_weight * loss, logits, {})
-        hard = self.feature_norm == "hard"
-        scale = self.s if hard else norms  # S: float or (B, 1) tensor in graph
-        x_scaled = x * (self.s / norms.clamp_min(1e-12)) if hard else x
-        logits = self._pool(self._class_logits(x_scaled))  # (B, C) = S·c
+            return HeadOutput(self.loss_weight * F.cross_entropy(logits, labels), logits, {})
+        logits, scale, norms = self._scaled_cosines(embeddings)
         rows = torch.arange(logits.shape[0], device=logits.device)
-        extras: dict[str, torch.Tensor] = {}
-
         if self.objective == "sface":
             return self._sface(logits, labels, rows)
         logits = self._apply_margin(logits, labels, rows, scale, step)
         if self.objective == "sphereface2":
             loss = self._sphereface2_loss(logits, labels, rows)
             return HeadOutput(loss, None, {"bias": self.bias.detach()})
+        loss, extras = self.finish_ce_loss(F.cross_entropy(logits, labels), norms, labels, step)
+        return HeadOutput(loss, logits, extras)
 
+    def _scaled_cosines(self, embeddings: torch.Tensor, weight: torch.Tensor | None = None):
+        """(S·c (B, C'), S (float or (B, 1) tensor), ‖x‖ (B, 1)) for all class centres or the given rows of them."""
+        x = embeddings.to(torch.promote_types(embeddings.dtype, torch.float32))
+        norms = x.norm(dim=1, keepdim=True)  # (B, 1), in graph
+        hard = self.feature_norm == "hard"
+        scale = self.s if hard else norms  # S: float or (B, 1) tensor in graph
+        x_scaled = x * (self.s / norms.clamp_min(1e-12)) if hard else x
+        return self._pool(self._class_logits(x_scaled, weight)), scale, norms
+
+    def margin_logits(
+        self, embeddings: torch.Tensor, labels: torch.Tensor, index: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The margin logits S·φ (B, C') against all classes or the subset ``index`` (C',), for model-parallel heads.
+
+        With ``index`` (sorted class ids, e.g. the classes Partial FC sampled) only those class centres take part
+        and only they receive gradients; ``labels`` then index into the C' selected classes, with −1 for rows whose
+        class is not among them (no margin is applied to such rows). Returns (logits, ‖x‖ (B, 1)). Only heads
+        with a softmax objective can be used this way.
+        """
+        if self.objective != "ce":
+            raise InvalidOptionError(f"margin_logits needs a softmax head; this head's objective is {self.objective!r}")
+        if self.training:
+            self.step += 1
+        step = max(int(self.step.item()), 1)
+        weight = None
+        if index is not None:
+            if self.weight_norm == "inplace":
+                with torch.no_grad():
+                    self.weight.div_(self.weight.norm(dim=1, keepdim=True).clamp_min_(1e-12))
+            k = self.subcenters
+            rows_of = index if k == 1 else (index.unsqueeze(1) * k + torch.arange(k, device=index.device)).reshape(-1)
+            weight = self.weight[rows_of]
+        with torch.autocast(embeddings.device.type, enabled=False):
+            logits, scale, norms = self._scaled_cosines(embeddings, weight)
+            valid = labels >= 0
+            rows = torch.arange(logits.shape[0], device=logits.device)[valid]
+            row_scale = scale if isinstance(scale, float) else scale[valid]
+            if self.weight_norm != "none":
+                logits = self._apply_margin(logits, labels[valid], rows, scale, step, row_scale=row_scale)
+        return logits, norms
+
+    def finish_ce_loss(
+        self, ce: torch.Tensor, norms: torch.Tensor, labels: torch.Tensor, step: int | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """From the mean softmax cross-entropy to the method's loss: × loss weight, / s, + SFN penalty, + MHE."""
+        extras: dict[str, torch.Tensor] = {}
+        step = max(int(self.step.item()), 1) if step is None else step
         if hasattr(self.margin, "lam"):
             extras["lambda"] = torch.tensor(self.margin.lam(step), dtype=torch.float64)
         if hasattr(self.margin, "m_at"):
             extras["m"] = torch.tensor(self.margin.m_at(step), dtype=torch.float64)
-        loss = F.cross_entropy(logits, labels)
-        if self.divide_by_s:
-            loss = loss / self.s
+        loss = ce / self.s if self.divide_by_s else ce
         loss = self.loss_weight * loss
         if self.feature_norm == "soft" and self.t > 0:
             penalty = self.t * (norms.squeeze(1) - self.s).abs().mean()
             loss = loss + penalty
             extras["norm_penalty"] = penalty.detach()
         if self.mhe_weight > 0:
-            mhe = self.hyperspherical_energy(labels)
+            mhe = self.hyperspherical_energy(labels[labels >= 0])
             loss = loss + self.mhe_weight * mhe
             extras["mhe"] = mhe.detach()
-        return HeadOutput(loss, logits, extras)
+        return loss, extras
 
     def _apply_margin(
-        self, logits: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor, scale: Any, step: int
+        self, logits: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor, scale: Any, step: int,
+        row_scale: Any = None,
     ) -> torch.Tensor:
-        """Turn S·c into the margin logits S·φ (the target column, and the full matrix where η ≠ cos)."""
+        """Turn S·c into the margin logits S·φ at (rows, labels) (and the full matrix where η ≠ cos)."""
         margin = self.margin
-        row_scale = scale if isinstance(scale, float) else scale.squeeze(1)  # float or (B,)
+        if row_scale is None:
+            row_scale = scale if isinstance(scale, float) else scale.squeeze(1)  # float or (B,)
+        elif not isinstance(row_scale, float):
+            row_scale = row_scale.squeeze(1)
         target_logit = logits[rows, labels]  # (B,), in graph
         if self.gradient == "true":
             full = margin.nontarget(logits / scale, step)
