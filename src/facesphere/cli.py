@@ -27,11 +27,17 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train.config import load_config
+    from .train.loop import train
 
-    result = run_demo(out=args.out, steps=args.steps, head=args.head, seed=args.seed, progress=not args.quiet)
-    print(result["table"])
+    config = load_config(args.config, args.overrides)
+    if args.quiet:
+        config.train.quiet = True
+    summary = train(config if args.resume is None or args.overrides else None, out=args.out, resume=args.resume)
+    if "table" in summary:
+        print(summary["table"])
+        print(f"run directory: {summary['run_dir']}")
     return 0
 
 
@@ -79,13 +85,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("list", help="list the registered heads (with their options) and backbones")
     p.set_defaults(func=_cmd_list)
 
-    p = commands.add_parser("demo", help="a small end-to-end run: train on synthetic identities, verify held-out pairs")
+    p = commands.add_parser(
+        "train", help="train a backbone + head (default: SFNet + SphereFace-R on built-in synthetic identities)",
+        description="Train. Any config field can be overridden with --SECTION.KEY VALUE, e.g. --head.name arcface "
+        "--head.m 0.5 --optim.lr 0.1 --train.steps 2000 (sections: data, model, head, optim, train; head and model "
+        "options such as --head.s or --model.batchnorm are validated against the chosen head / backbone).",
+    )
+    p.add_argument("--config", type=Path, default=None, help="a YAML recipe (overrides of the typed defaults)")
     p.add_argument("--out", type=Path, default=None, help="run directory (default: a new folder under runs/)")
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--head", default="sphereface_r")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=_cmd_demo)
+    p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar; log lines only")
+    p.set_defaults(func=_cmd_train)
 
     data = commands.add_parser("data", help="datasets: synth, pack, unpack, verify")
     data_commands = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
@@ -118,7 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if getattr(args, "func", None) is _cmd_train:
+        args.overrides = unknown
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.version:
         from . import __version__
 

@@ -23,7 +23,7 @@ from facesphere.data.datasets import (
     detect_format,
     make_train_loader,
 )
-from facesphere.data.transforms import Normalize
+from facesphere.data.transforms import Normalize, build_train_transform
 from facesphere.errors import DataError, InvalidOptionError, UnknownNameError
 
 try:
@@ -333,3 +333,29 @@ def test_loader_options(tiny):
     loader = make_train_loader(ds, batch_size=2, num_workers=2)
     assert loader.persistent_workers and loader.drop_last and loader.worker_init_fn is not None
     assert isinstance(loader.dataset, SkipBadSamples)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_normalize_in_main_matches_worker_bit_for_bit(with_bad, workers):
+    # in-process (0 workers) the default random stream runs on from loader to loader: compare without flips there
+    transform = build_train_transform(flip=workers > 0, mean=127.5, std=128.0, color="bgr")
+    ds = ImageFolderDataset(with_bad, transform=transform)
+
+    def batches(where):
+        loader = make_train_loader(
+            ds, batch_size=5, num_workers=workers, seed=7, drop_last=False, normalize_in=where, max_bad_fraction=0.5
+        )
+        return loader, [b for _ in range(2) for b in loader]
+
+    main_loader, main = batches("main")
+    _, worker = batches("worker")
+    none_loader, raw = batches("none")
+    assert main_loader.normalizer is not None and main_loader.normalize_in == "main"
+    assert len(main) == len(worker) == len(raw)
+    for m, w, r in zip(main, worker, raw):
+        assert m.images.dtype == torch.float32 and r.images.dtype == torch.uint8
+        assert torch.equal(m.images, w.images) and torch.equal(m.labels, w.labels) and m.num_bad == w.num_bad
+        assert torch.equal(none_loader.normalizer.batch(r.images), m.images)
+    assert sum(b.num_bad for b in main) == 4
+    with pytest.raises(InvalidOptionError, match="normalize_in"):
+        make_train_loader(ds, batch_size=2, normalize_in="gpu")

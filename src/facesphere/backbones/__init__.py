@@ -7,7 +7,7 @@ Options per family (unknown names or options raise :class:`facesphere.errors.Unk
 ones; bad values raise :class:`facesphere.errors.InvalidOptionError`):
 
 - ``sfnet4/10/20/36/64``: ``batchnorm`` (False), ``input_size`` ((112, 112) or (112, 96)), ``activation``
-  ("relu" or "prelu").
+  ("relu" or "prelu"), ``channels`` ((64, 128, 256, 512); narrower stages for quick runs).
 - ``iresnet18/34/50/100/200``: ``dropout`` (0.0); input 112x112.
 - ``mobilefacenet``: ``blocks`` ((1, 4, 6, 2)), ``scale`` (2); input 112x112.
 """
@@ -37,7 +37,7 @@ class BackboneEntry:
         return self.factory(embed_dim=embed_dim, **options)
 
 
-_SFNET_OPTIONS = ("batchnorm", "input_size", "activation")
+_SFNET_OPTIONS = ("batchnorm", "input_size", "activation", "channels")
 _IRESNET_OPTIONS = ("dropout",)
 
 BACKBONES: Registry[BackboneEntry] = Registry(
@@ -71,6 +71,16 @@ def build_backbone(name: str, embed_dim: int = 512, **options: object) -> nn.Mod
     return entry(embed_dim=embed_dim, **options)
 
 
+def backbone_options(name: str) -> dict[str, object]:
+    """The options backbone ``name`` accepts, with their defaults."""
+    import inspect
+
+    entry = BACKBONES[name]
+    factory = entry.factory
+    params = inspect.signature(factory).parameters
+    return {option: params[option].default for option in entry.options}
+
+
 def list_backbones() -> list[str]:
     """Sorted names of every registered backbone."""
     return BACKBONES.names()
@@ -78,6 +88,7 @@ def list_backbones() -> list[str]:
 
 __all__ = [
     "BACKBONES",
+    "backbone_options",
     "BackboneEntry",
     "build_backbone",
     "list_backbones",

@@ -144,8 +144,12 @@ def build_sfnet(
     batchnorm: bool = False,
     input_size: tuple[int, int] | list[int] | int = (112, 112),
     activation: str = "relu",
+    channels: tuple[int, int, int, int] | list[int] = (64, 128, 256, 512),
 ) -> SFNet:
-    """SFNet-``depth`` (4, 10, 20, 36, 64); see the module docstring for the options."""
+    """SFNet-``depth`` (4, 10, 20, 36, 64); see the module docstring for the options.
+
+    ``channels`` (the four stage widths, default the paper's 64/128/256/512) makes narrow variants for quick runs.
+    """
     name = f"sfnet{depth}"
     if not isinstance(batchnorm, bool):
         raise InvalidOptionError(f"backbone {name!r}: batchnorm must be true or false, got {batchnorm!r}")
@@ -160,7 +164,15 @@ def build_sfnet(
         batchnorm=batchnorm,
         input_size=size,
         activation=activation,
+        channels=_check_channels(name, channels),
     )
+
+
+def _check_channels(name: str, channels: tuple[int, ...] | list[int]) -> tuple[int, int, int, int]:
+    values = tuple(channels)
+    if len(values) != 4 or not all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in values):
+        raise InvalidOptionError(f"backbone {name!r}: channels must be four positive integers, got {channels!r}")
+    return values  # type: ignore[return-value]
 
 
 __all__ = ["SFNet", "SFUnit", "SFNET_LAYERS", "SFNET_INPUT_SIZES", "build_sfnet"]

@@ -40,7 +40,7 @@ from torch.utils.data import default_collate
 
 from ..errors import DataError, InvalidOptionError, UnknownNameError
 from .image import decode_image, is_image_file
-from .transforms import build_eval_transform
+from .transforms import Compose, Normalize, ToCHWTensor, build_eval_transform
 
 __all__ = [
     "FaceDataset",
@@ -55,6 +55,7 @@ __all__ = [
     "build_dataset",
     "detect_format",
     "make_train_loader",
+    "NORMALIZE_IN",
     "seed_worker",
     "scan_image_folder",
     "parse_list_file",
@@ -572,6 +573,55 @@ def collate_skip_bad(batch: Sequence[Any]) -> Batch:
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# normalising batches instead of items
+
+NORMALIZE_IN = ("main", "worker", "none")
+
+
+class _DeferredNormalize(Dataset):
+    """A :class:`FaceDataset` whose final :class:`Normalize` is replaced by :class:`ToCHWTensor` (uint8 items)."""
+
+    def __init__(self, dataset: FaceDataset, transform: Callable[[np.ndarray], Any]):
+        self.dataset = dataset
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.dataset.labels
+
+    @property
+    def num_classes(self) -> int:
+        return self.dataset.num_classes
+
+    @property
+    def classes(self) -> list[str]:
+        return self.dataset.classes
+
+    def source(self, index: int) -> str:
+        return self.dataset.source(index)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        arr, label = self.dataset.load_array(index)
+        return self.transform(arr), label
+
+
+def _split_normalize(dataset: Dataset) -> tuple[Dataset, Normalize | None]:
+    """If ``dataset`` is a FaceDataset whose transform ends in :class:`Normalize`, the uint8 twin and that Normalize."""
+    if not isinstance(dataset, FaceDataset):
+        return dataset, None
+    t = dataset.transform
+    steps = list(t.transforms) if isinstance(t, Compose) else [t]
+    if not steps or type(steps[-1]) is not Normalize:
+        return dataset, None
+    norm = steps[-1]
+    # the same transform objects (and so the same random streams) up to the final step
+    return _DeferredNormalize(dataset, Compose(steps[:-1] + [ToCHWTensor(norm.color)])), norm
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # loader
 
 
@@ -605,17 +655,32 @@ class FaceDataLoader(DataLoader):
     """A :class:`torch.utils.data.DataLoader` that counts bad samples across workers.
 
     Iterating yields whatever the collate function returns -- with :func:`collate_skip_bad` (the default of
-    :func:`make_train_loader`) a :class:`Batch` ``(images, labels, num_bad)``. The loader adds up ``num_bad`` into
+    :func:`make_train_loader`) a :class:`Batch` ``(images, labels, num_bad)``. With ``normalize_in="main"`` the
+    workers send uint8 batches and the loader normalises them here with ``normalizer``. It adds up ``num_bad`` into
     ``num_bad`` / ``num_samples`` (lifetime) and ``epoch_bad`` / ``epoch_samples`` (current iteration), and raises
     :class:`DataError` when ``epoch_bad > max_bad_fraction * len(dataset)``. A :class:`DataError` raised in a worker
     (policy ``"fail"``) is re-raised here with its original message, without the worker traceback text.
     """
 
-    def __init__(self, dataset: Dataset, *args: Any, max_bad_fraction: float | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        dataset: Dataset,
+        *args: Any,
+        max_bad_fraction: float | None = None,
+        normalizer: Normalize | None = None,
+        normalize_in: str = "worker",
+        pin_after_normalize: bool = False,
+        **kwargs: Any,
+    ):
         super().__init__(dataset, *args, **kwargs)
         if max_bad_fraction is None and isinstance(dataset, SkipBadSamples):
             max_bad_fraction = dataset.max_bad_fraction
         self.max_bad_fraction = max_bad_fraction
+        #: The Normalize that turns this loader's uint8 batches into float32 ones (None when items are normalised in
+        #: the workers). With ``normalize_in="none"`` apply it yourself: ``loader.normalizer.batch(images.cuda())``.
+        self.normalizer = normalizer
+        self.normalize_in = normalize_in
+        self._pin_after = pin_after_normalize
         self.num_bad = 0
         self.num_samples = 0
         self.epoch_bad = 0
@@ -646,9 +711,21 @@ class FaceDataLoader(DataLoader):
                 self.epoch_samples += n
                 if self.epoch_bad > limit:
                     raise DataError(
-                        _too_many_bad(self.epoch_bad, self.epoch_samples, total, self.max_bad_fraction, "see the "
-                                      "warnings above for the files")
+                        _too_many_bad(
+                            self.epoch_bad,
+                            self.epoch_samples,
+                            total,
+                            self.max_bad_fraction,
+                            "see the warnings above for the files",
+                        )
                     )
+                if self.normalize_in == "main" and self.normalizer is not None:
+                    images = batch.images
+                    if images.dtype == torch.uint8:
+                        images = self.normalizer.batch(images)
+                        if self._pin_after:
+                            images = images.pin_memory()
+                    batch = Batch(images, batch.labels, batch.num_bad)
             yield batch
 
 
@@ -668,6 +745,7 @@ def make_train_loader(
     sampler: torch.utils.data.Sampler | None = None,
     collate_fn: Callable[[list[Any]], Any] | None = None,
     multiprocessing_context: Any = None,
+    normalize_in: str = "main",
 ) -> FaceDataLoader:
     """The training DataLoader.
 
@@ -679,15 +757,37 @@ def make_train_loader(
     * Workers: ``persistent_workers`` (default: on when ``num_workers > 0``), ``worker_init_fn`` =
       :func:`seed_worker`, ``prefetch_factor`` (torch's default 2 when None).
     * ``sampler``: e.g. a ``DistributedSampler``; then ``shuffle`` must be False (the sampler shuffles).
+    * ``normalize_in`` -- where a dataset transform's final :class:`Normalize` runs (other datasets are unaffected):
+
+      - ``"main"`` (default): workers stop before it and send ``uint8`` items/batches; the loader normalises each batch
+        in the main process. The batches are bit-for-bit those of ``"worker"``, but moving uint8 instead of float32
+        batches between processes is much cheaper (see ``docs/data.md``, "Loader throughput");
+      - ``"worker"``: every item is normalised in the worker, as ``dataset[i]`` returns it (also what a custom
+        ``collate_fn`` gets with ``"main"``);
+      - ``"none"``: batches stay ``uint8 (B, 3, H, W)``; normalise them on the GPU with
+        ``loader.normalizer.batch(images.to(device))``.
     """
+    if normalize_in not in NORMALIZE_IN:
+        raise InvalidOptionError(f"normalize_in must be one of {', '.join(NORMALIZE_IN)}, got {normalize_in!r}")
     if batch_size <= 0:
         raise InvalidOptionError(f"batch_size must be positive, got {batch_size}")
     if num_workers < 0:
         raise InvalidOptionError(f"num_workers must be >= 0, got {num_workers}")
     if sampler is not None and shuffle:
         raise InvalidOptionError("make_train_loader: pass shuffle=False with a sampler (the sampler decides the order)")
+    if collate_fn is not None and normalize_in == "main":
+        normalize_in = "worker"  # a custom collate's batches are not ours to normalise
+    normalizer: Normalize | None = None
+    if normalize_in != "worker":
+        if isinstance(dataset, SkipBadSamples):
+            inner, normalizer = _split_normalize(dataset.dataset)
+            if normalizer is not None:
+                dataset = SkipBadSamples(inner, dataset.policy, dataset.max_bad_fraction)
+        else:
+            dataset, normalizer = _split_normalize(dataset)
     if bad_sample_policy is not None and not isinstance(dataset, SkipBadSamples):
         dataset = SkipBadSamples(dataset, bad_sample_policy, max_bad_fraction)
+    pin_after = bool(pin_memory and normalizer is not None and normalize_in == "main" and torch.cuda.is_available())
     n = len(dataset)  # type: ignore[arg-type]
     if drop_last and n < batch_size:
         raise InvalidOptionError(
@@ -717,10 +817,13 @@ def make_train_loader(
         sampler=sampler,
         num_workers=num_workers,
         collate_fn=collate_fn if collate_fn is not None else collate_skip_bad,
-        pin_memory=pin_memory,
+        pin_memory=pin_memory and not pin_after,
         drop_last=drop_last,
         generator=generator,
         max_bad_fraction=max_bad_fraction if bad_sample_policy is not None else None,
+        normalizer=normalizer,
+        normalize_in=normalize_in,
+        pin_after_normalize=pin_after,
         **kwargs,
     )
 

@@ -374,30 +374,49 @@ def _lower_outline(p: dict[str, Any], y_top: float, n: int = 64) -> tuple[np.nda
 
 
 def _gauss1d(n: int, centre: float, sigma: float) -> np.ndarray:
-    g = (np.arange(n, dtype=np.float32) + 0.5 - np.float32(centre)) / np.float32(sigma)
-    return np.exp(np.float32(-0.5) * g * g)
+    g = (np.arange(n, dtype=np.float32) + np.float32(0.5 - centre)) / np.float32(sigma)
+    out = np.exp(np.float32(-0.5) * g * g)
+    out[out < 1e-12] = 0.0  # no denormals: products of tiny tails would make every later operation crawl
+    return out
 
 
-def _bump(cx: float, cy: float, sx: float, sy: float) -> np.ndarray:
-    """Separable Gaussian bump on the canvas (centre and sigmas in canonical units); (C, C) float32."""
-    return np.outer(_gauss1d(_CANVAS, _cv(cy), sy * _SS), _gauss1d(_CANVAS, _cv(cx), sx * _SS))
+class _LowRank:
+    """Accumulates a smooth canvas map as a sum of separable terms and evaluates it with one matrix product."""
+
+    def __init__(self) -> None:
+        self.cols: list[np.ndarray] = []  # (C, k) factors along y
+        self.rows: list[np.ndarray] = []  # (k, C) factors along x
+
+    def bump(self, w: float, cx: float, cy: float, sx: float, sy: float) -> None:
+        """Add ``w`` times a Gaussian bump (centre and sigmas in canonical units)."""
+        self.cols.append(_gauss1d(_CANVAS, _cv(cy), sy * _SS)[:, None] * np.float32(w))
+        self.rows.append(_gauss1d(_CANVAS, _cv(cx), sx * _SS)[None, :])
+
+    def grid(self, values: np.ndarray, sigma_y: float, sigma_x: float) -> None:
+        """Add a smooth interpolation of a (gy, gx) grid of values spread evenly over the canvas."""
+        gy, gx = values.shape
+        by = np.stack([_gauss1d(_CANVAS, (i + 0.5) * _CANVAS / gy, sigma_y) for i in range(gy)], axis=1)
+        bx = np.stack([_gauss1d(_CANVAS, (j + 0.5) * _CANVAS / gx, sigma_x) for j in range(gx)], axis=0)
+        by /= by.sum(axis=1, keepdims=True)
+        bx /= bx.sum(axis=0, keepdims=True)
+        self.cols.append(by)
+        self.rows.append(values.astype(np.float32) @ bx)
+
+    def evaluate(self) -> np.ndarray:
+        # einsum, not BLAS: a k <= 10 inner dimension gains nothing from threads, and BLAS threads spin badly when
+        # DataLoader workers already occupy every core
+        return np.einsum("ik,kj->ij", np.concatenate(self.cols, axis=1), np.concatenate(self.rows, axis=0))
 
 
-def _layer() -> tuple[Image.Image, ImageDraw.ImageDraw]:
-    im = Image.new("RGBA", (_CANVAS, _CANVAS), (0, 0, 0, 0))
-    return im, ImageDraw.Draw(im)
+_GRAIN: list[np.ndarray] = []
 
 
-def _planar(im: Image.Image) -> np.ndarray:
-    """RGBA Pillow image -> (4, C, C) float32."""
-    return np.asarray(im).transpose(2, 0, 1).astype(np.float32, order="C")
-
-
-def _over(dst: np.ndarray, src: np.ndarray) -> None:
-    """Alpha-composite planar ``src`` (4, C, C) float32 over ``dst`` (4, C, C) float32, in place."""
-    a = src[3] * np.float32(1.0 / 255.0)
-    dst[:3] += (src[:3] - dst[:3]) * a
-    np.maximum(dst[3], src[3], out=dst[3])
+def _grain(u: float) -> np.ndarray:
+    """A (C, C) uniform [0, 1) grain pattern: a window of a fixed per-process pool chosen by ``u`` in [0, 1)."""
+    if not _GRAIN:
+        _GRAIN.append(np.random.default_rng(0x6A1A).random((2 * _CANVAS, 2 * _CANVAS), dtype=np.float32))
+    o = int(u * _CANVAS)
+    return _GRAIN[0][o:o + _CANVAS, _CANVAS - o:2 * _CANVAS - o]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -405,99 +424,96 @@ def _over(dst: np.ndarray, src: np.ndarray) -> None:
 
 
 def _render_base(p: dict[str, Any]) -> np.ndarray:
-    """The identity's canvas without its expression-dependent parts: (C, C, 4) uint8, C = 288 (2x super-sampled)."""
+    """The identity's canvas without its expression-dependent parts: (C, C, 4) uint8, C = 288 (2x super-sampled).
+
+    Flat-coloured shapes are drawn with Pillow in painter's order together with two masks (skin, hair); one numpy
+    pass then multiplies smooth identity texture and shading into the skin, strands into the hair and blends a beard.
+    """
     skin, hair = _colour(p, "skin"), _colour(p, "hair")
     cx, cy, ax = p["face_cx"], p["face_cy"], p["face_ax"]
-    style, vol = int(p["hair_style"]), p["volume"]
-    canvas = np.zeros((4, _CANVAS, _CANVAS), dtype=np.float32)
+    style, vol, beard = int(p["hair_style"]), p["volume"], int(p["beard"])
+    nx, ny, nwid = p["nose_x"], p["nose_y"], p["nose_w"]
+    im = Image.new("RGBA", (_CANVAS, _CANVAS), (0, 0, 0, 0))
+    d = ImageDraw.Draw(im)
+    skin_m = Image.new("L", (_CANVAS, _CANVAS), 0)
+    dsk = ImageDraw.Draw(skin_m)
+    hair_m = Image.new("L", (_CANVAS, _CANVAS), 0)
+    dh = ImageDraw.Draw(hair_m)
 
     if style == 3:  # long hair behind the head
-        im, d = _layer()
         t = np.linspace(np.pi, 2 * np.pi, 24)
         hx = np.concatenate([[cx - ax - vol - 5], cx + (ax + vol + 3) * np.cos(t), [cx + ax + vol + 5]])
         hy = np.concatenate([[p["hair_long"]], cy + (p["face_top"] + vol) * np.sin(t), [p["hair_long"]]])
-        d.polygon(_poly(hx, hy), fill=_rgb(hair * 0.85))
-        _over(canvas, _planar(im))
+        pts = _poly(hx, hy)
+        d.polygon(pts, fill=_rgb(hair * 0.85))
+        dh.polygon(pts, fill=255)
 
-    # skin layer: neck, ears, face, nose wings and nostrils, freckles, moles
-    im, d = _layer()
+    # skin: neck, ears, face (the skin mask follows), then nose wings, nostrils, freckles and moles
     nw = ax * p["neck_w"]
     neck_top = cy + 0.2 * p["face_low"]
-    d.polygon(_poly([cx - nw, cx + nw, cx + nw * 1.15, cx - nw * 1.15], [neck_top, neck_top, 140.0, 140.0]),
-              fill=_rgb(skin * 0.80))
+    shapes: list[tuple[str, Any, tuple[int, int, int, int]]] = [
+        ("poly", _poly([cx - nw, cx + nw, cx + nw * 1.15, cx - nw * 1.15], [neck_top, neck_top, 140.0, 140.0]),
+         _rgb(skin * 0.80)),
+    ]
     for side in (-1, 1):
         ex = cx + side * ax * 0.97
-        d.ellipse(_box(ex + side * p["ear_w"] * 0.45, p["ear_y"], p["ear_w"], p["ear_h"]), fill=_rgb(skin * 0.93))
-        d.ellipse(_box(ex + side * p["ear_w"] * 0.55, p["ear_y"], p["ear_w"] * 0.45, p["ear_h"] * 0.6),
-                  fill=_rgb(skin * 0.76))
+        shapes.append(("ellipse", _box(ex + side * p["ear_w"] * 0.45, p["ear_y"], p["ear_w"], p["ear_h"]),
+                       _rgb(skin * 0.93)))
+        shapes.append(("ellipse", _box(ex + side * p["ear_w"] * 0.55, p["ear_y"], p["ear_w"] * 0.45, p["ear_h"] * 0.6),
+                       _rgb(skin * 0.76)))
     fx, fy = _face_outline(p)
-    d.polygon(_poly(fx, fy), fill=_rgb(skin))
-    nx, ny, nwid = p["nose_x"], p["nose_y"], p["nose_w"]
+    shapes.append(("poly", _poly(fx, fy), _rgb(skin)))
+    for kind, geom, col in shapes:
+        if kind == "poly":
+            d.polygon(geom, fill=col)
+            dsk.polygon(geom, fill=255)
+            dh.polygon(geom, fill=0)
+        else:
+            d.ellipse(geom, fill=col)
+            dsk.ellipse(geom, fill=255)
+            dh.ellipse(geom, fill=0)
     for side in (-1, 1):
-        d.arc(_box(nx + side * nwid * 0.55, ny - 0.2, nwid * 0.42, 3.4),
-              start=95 if side < 0 else -95, end=265 if side < 0 else 85, fill=_rgb(skin * 0.70), width=2)
+        d.arc(_box(nx + side * nwid * 0.5, ny - 0.6, nwid * 0.45, 3.4),
+              start=110 if side < 0 else -20, end=200 if side < 0 else 70, fill=_rgb(skin * 0.74), width=2)
         d.ellipse(_box(nx + side * nwid * 0.36, ny + 1.3, p["nostril"], p["nostril"] * 0.6), fill=_rgb(skin * 0.40))
     for i in range(int(round(p["freckle_amount"] * _N_FRECKLES))):
         a, r, s = p["freckles"][i]
-        rr = 0.45 + 0.5 * s
+        rr = 0.75 + 0.5 * s
         d.ellipse(_box(cx + (a - 0.5) * ax * 1.3, p["eye_y"] + 6 + r * 18, rr, rr), fill=_rgb(skin * (0.80 - 0.08 * s)))
     for i in range(_N_MOLES):
         pr, a, r, s = p["moles"][i]
         if pr < p["mole_prob"] * 0.5:
             rr = 0.6 + 0.8 * s
             d.ellipse(_box(cx + (a - 0.5) * ax * 1.5, 40 + r * 60, rr, rr), fill=_rgb(skin * 0.45))
-    sk = _planar(im)
-    skin_alpha = sk[3] * np.float32(1.0 / 255.0)
 
-    # skin shading: identity texture, eye sockets, under-nose / under-lip shadows, nose bridge, blush
-    tex = Image.fromarray(p["texture"].astype(np.float32), mode="F").resize((_CANVAS, _CANVAS), Image.BICUBIC)
-    mult = np.float32(1.0) + np.float32(p["tex_amp"] / 1.5) * np.asarray(tex, dtype=np.float32)
-    for ex in (p["le_x"], p["re_x"]):
-        mult -= np.float32(p["socket"]) * _bump(ex, p["eye_y"] - 1.5, 9.0, 5.5)
-    mult -= np.float32(0.10) * _bump(nx, ny + 4.0, 6.0, 1.6)
-    mult -= np.float32(0.08) * _bump(p["mouth_x"], p["mouth_y"] + p["lip_low"] + 4.0, 7.0, 2.0)
-    mult -= np.float32(0.07 * p["bridge"]) * (_bump(nx - 3.4, ny - 9.0, 1.3, 7.0) + _bump(nx + 3.4, ny - 9.0, 1.3, 7.0))
-    mult += np.float32(0.05) * _bump(nx, ny - 2.0, 2.0, 3.0)
-    sk[:3] *= mult
-    blush = np.float32(p["blush"]) * (_bump(cx - ax * 0.55, ny + 3, 7, 5) + _bump(cx + ax * 0.55, ny + 3, 7, 5))
-    sk[0] += np.float32(14.0) * blush
-    sk[1] -= np.float32(4.0) * blush
-    np.clip(sk, 0.0, 255.0, out=sk)
-    _over(canvas, sk)
-
-    beard = int(p["beard"])  # 1 stubble, 2 full beard, 3 moustache + goatee, 4 moustache
+    # beard region (1 stubble, 2 full beard, 3 moustache + goatee, 4 moustache)
+    beard_m = None
     if beard:
-        im, d = _layer()
+        beard_m = Image.new("L", (_CANVAS, _CANVAS), 0)
+        db = ImageDraw.Draw(beard_m)
         mx, my, mhw = p["mouth_x"], p["mouth_y"], p["mouth_hw"]
-        white = (255, 255, 255, 255)
         if beard in (1, 2):
             xr = np.array([-1.1, -0.62, -0.25, 0.0, 0.25, 0.62, 1.1])
             top = np.array([p["ear_y"] - 6, ny + 11, ny + 3.5, ny + 3.0, ny + 3.5, ny + 11, p["ear_y"] - 6])
             lx, ly = _lower_outline(p, ny - 30.0)
-            d.polygon(_poly(np.concatenate([cx + xr * ax, lx[::-1] * 1.0]),
-                            np.concatenate([top, ly[::-1] + 1.0])), fill=white)
-            d.polygon(_poly([cx - nw, cx + nw, cx + nw, cx - nw], [neck_top, neck_top, 126, 126]), fill=white)
+            db.polygon(_poly(np.concatenate([cx + xr * ax, lx]), np.concatenate([top, ly + 1.0])), fill=255)
+            chin_y = cy + 0.85 * p["face_low"]
+            db.polygon(_poly([cx - nw * 0.9, cx + nw * 0.9, cx + nw * 0.8, cx - nw * 0.8], [chin_y, chin_y, 124, 124]),
+                       fill=255)
         if beard in (3, 4):
             t = np.linspace(-1.0, 1.0, 11)
             bot = my - p["lip_up"] * (1.0 - t * t) ** 0.6 - 0.3
             topm = bot - (2.6 + 1.6 * (1.0 - t * t))
             xs = mx + (mhw + 2.0) * t
-            d.polygon(_poly(np.concatenate([xs, xs[::-1]]), np.concatenate([topm, bot[::-1]])), fill=white)
+            db.polygon(_poly(np.concatenate([xs, xs[::-1]]), np.concatenate([topm, bot[::-1]])), fill=255)
         if beard == 3:
             chin_y = cy + p["face_low"] - 1.0
             gy0 = my + p["lip_low"] + 1.5
-            d.polygon(_poly([mx - 5.5, mx + 5.5, mx + 4.0, mx, mx - 4.0], [gy0, gy0, chin_y - 2, chin_y + 1, chin_y - 2]),
-                      fill=white)
-        mask = _planar(im)[3] * np.float32(1.0 / 255.0)
-        if beard in (1, 2):
-            mask *= np.maximum(skin_alpha, np.float32(0.0))
-        grain = np.random.default_rng([int(p["grain"][0] * 1e9)]).random((_CANVAS, _CANVAS), dtype=np.float32)
-        dens = np.float32(p["beard_density"] * (0.42 if beard == 1 else 0.95))
-        cover = mask * np.clip(dens * (np.float32(0.55) + np.float32(0.9) * grain), 0.0, 1.0)
-        canvas[:3] += (hair.astype(np.float32)[:, None, None] * np.float32(0.9) - canvas[:3]) * cover
+            db.polygon(_poly([mx - 5.5, mx + 5.5, mx + 4.0, mx, mx - 4.0], [gy0, gy0, chin_y - 2, chin_y + 1, chin_y - 2]),
+                       fill=255)
 
-    if style > 0:  # hair on the top and at the sides, hugging the face outline
-        im, d = _layer()
+    # hair on the top and at the sides, hugging the face outline
+    if style > 0:
         hl = p["hairline"]
         y_t = hl + p["recess"] + 1.0
         side_len = max(y_t + 4.0, min(p["side_len"] if style == 1 else p["ear_y"] + 6.0, p["ear_y"] + 10.0))
@@ -510,25 +526,67 @@ def _render_base(p: dict[str, Any]) -> np.ndarray:
         a0 = math.asin(float(np.clip((side_len - cy) / (p["face_top"] + vol), -1.0, 1.0)))
         t = np.linspace(a0, -np.pi - a0, 32)
         ox, oy = cx + (ax + vol) * np.cos(t), cy + (p["face_top"] + vol) * np.sin(t)
-        px = np.concatenate([ox, cx - inner, line_x, (cx + inner)[::-1]])
-        py = np.concatenate([oy, ys, line_y, ys[::-1]])
-        d.polygon(_poly(px, py), fill=_rgb(hair))
-        lay = _planar(im)
-        g = p["grain"]
-        streak_src = np.random.default_rng([int(g[1] * 1e9)]).standard_normal((3, 80)).astype(np.float32)
-        streak = np.asarray(Image.fromarray(streak_src, mode="F").resize((_CANVAS, _CANVAS), Image.BILINEAR))
-        top_y = cy - p["face_top"]
-        hmult = np.float32(1.0) + np.float32(0.16) * streak + np.float32(0.35) * _bump(
-            cx + (g[2] - 0.5) * 20, top_y + 10, 18, 8)
-        lay[:3] *= hmult
-        np.clip(lay, 0.0, 255.0, out=lay)
-        _over(canvas, lay)
+        pts = _poly(np.concatenate([ox, cx - inner, line_x, (cx + inner)[::-1]]),
+                    np.concatenate([oy, ys, line_y, ys[::-1]]))
+        d.polygon(pts, fill=_rgb(hair))
+        dh.polygon(pts, fill=255)
+        dsk.polygon(pts, fill=0)
+        if beard_m is not None:
+            ImageDraw.Draw(beard_m).polygon(pts, fill=0)
 
+    # one numpy pass: multiplicative texture / shading on skin and hair, blush, beard
+    base = np.asarray(im)
+    rgb = base[..., :3].transpose(2, 0, 1).astype(np.float32, order="C")
+    sm = np.asarray(skin_m, dtype=np.float32) * np.float32(1.0 / 255.0)
+    hm = np.asarray(hair_m, dtype=np.float32) * np.float32(1.0 / 255.0)
+    skin_mult = _LowRank()
+    skin_mult.grid(p["texture"] * (p["tex_amp"] / 1.5), _CANVAS / _TEX * 0.6, _CANVAS / _TEX * 0.6)
+    for ex in (p["le_x"], p["re_x"]):
+        skin_mult.bump(-p["socket"], ex, p["eye_y"] - 1.5, 9.0, 5.5)
+    skin_mult.bump(-0.10, nx, ny + 4.0, 6.0, 1.6)
+    skin_mult.bump(-0.08, p["mouth_x"], p["mouth_y"] + p["lip_low"] + 4.0, 7.0, 2.0)
+    skin_mult.bump(-0.07 * p["bridge"], nx - 3.4, ny - 9.0, 1.3, 7.0)
+    skin_mult.bump(-0.07 * p["bridge"], nx + 3.4, ny - 9.0, 1.3, 7.0)
+    skin_mult.bump(0.05, nx, ny - 2.0, 2.0, 3.0)
+    mult = skin_mult.evaluate()
+    mult *= sm
+    if style > 0:
+        g = p["grain"]
+        hair_mult = _LowRank()
+        streaks = np.random.default_rng([int(g[1] * 1e9)]).standard_normal((3, 80)).astype(np.float32)
+        hair_mult.grid(streaks * np.float32(0.16 * math.sqrt(3.0)), _CANVAS / 3 * 0.6, _CANVAS / 80 * 0.5)
+        hair_mult.bump(0.35, cx + (g[2] - 0.5) * 20, cy - p["face_top"] + 10, 18, 8)
+        hmv = hair_mult.evaluate()
+        hmv *= hm
+        mult += hmv
+    mult += np.float32(1.0)
+    rgb *= mult
+    blush = _LowRank()
+    blush.bump(p["blush"], cx - ax * 0.55, ny + 3, 7, 5)
+    blush.bump(p["blush"], cx + ax * 0.55, ny + 3, 7, 5)
+    bl = blush.evaluate()
+    bl *= sm
+    rgb[0] += np.float32(14.0) * bl
+    rgb[1] -= np.float32(4.0) * bl
+    if beard_m is not None:
+        cover = np.asarray(beard_m, dtype=np.float32) * np.float32(1.0 / 255.0)
+        if beard in (1, 2):
+            cover *= sm
+        dens = np.float32(p["beard_density"] * (0.42 if beard == 1 else 0.95))
+        gr = _grain(p["grain"][0]) * np.float32(0.9)
+        gr += np.float32(0.55)
+        gr *= dens
+        np.clip(gr, 0.0, 1.0, out=gr)
+        cover *= gr
+        beard_rgb = hair.astype(np.float32) * np.float32(0.9)
+        for c in range(3):
+            rgb[c] += (beard_rgb[c] - rgb[c]) * cover
+    rgb += np.float32(0.5)
+    np.clip(rgb, 0.0, 255.0, out=rgb)
     out = np.empty((_CANVAS, _CANVAS, 4), dtype=np.uint8)
-    canvas += np.float32(0.5)
-    np.clip(canvas, 0.0, 255.0, out=canvas)
-    for c in range(4):
-        out[..., c] = canvas[c]
+    for c in range(3):
+        out[..., c] = rgb[c]
+    out[..., 3] = base[..., 3]
     return out
 
 
@@ -1040,3 +1098,432 @@ class SyntheticFaces:
             buf.seek(0)
             out = np.array(Image.open(buf).convert("RGB"))
         return out
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# label noise and the training / evaluation datasets
+
+
+def noisy_labels(
+    seed: int, num_identities: int, images_per_identity: int, fraction: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Deterministic label noise: ``(labels, true_labels, noisy_mask)`` for images ordered identity-major.
+
+    Exactly ``round(fraction * N)`` images (N = ``num_identities * images_per_identity``) get the label of another,
+    uniformly drawn, *different* identity; the choice depends only on the arguments.
+    """
+    num_identities = _check_nonneg_int(num_identities, "num_identities", 1)
+    images_per_identity = _check_nonneg_int(images_per_identity, "images_per_identity", 1)
+    if not 0.0 <= float(fraction) <= 1.0:
+        raise InvalidOptionError(f"label_noise must be in [0, 1], got {fraction!r}")
+    n = num_identities * images_per_identity
+    true = np.repeat(np.arange(num_identities, dtype=np.int64), images_per_identity)
+    labels = true.copy()
+    mask = np.zeros(n, dtype=bool)
+    k = int(round(float(fraction) * n))
+    if k:
+        if num_identities < 2:
+            raise InvalidOptionError("label_noise > 0 needs at least 2 identities")
+        rng = np.random.default_rng([_TAG_NOISE, int(seed), num_identities, images_per_identity])
+        idx = np.sort(rng.choice(n, size=k, replace=False))
+        labels[idx] = (true[idx] + rng.integers(1, num_identities, size=k)) % num_identities
+        mask[idx] = True
+    return labels, true, mask
+
+
+class SyntheticFaceDataset(torch.utils.data.Dataset):
+    """Synthetic faces as a map-style dataset: ``ds[i] -> (image, label)``.
+
+    Item ``i`` is image ``i % images_per_identity`` of identity ``i // images_per_identity`` (identity-major order).
+    By default the image is a float32 tensor (3, S, S) normalised ``(x / 255 - 0.5) / 0.5`` (arcface_torch, RGB);
+    with ``transform`` the uint8 (S, S, 3) RGB array is passed to it and its result is returned instead.
+
+    * ``split="train"``: identities ``0 .. num_identities - 1``; ``labels`` carry ``config.label_noise``.
+    * ``split="eval"``: as many held-out identities (``EVAL_IDENTITY_OFFSET + k``), never noisy.
+
+    Attributes: ``labels`` (int64, what ``__getitem__`` returns), ``true_labels``, ``noisy_mask`` (bool),
+    ``num_classes``, ``identities`` (generator identity of each class).  Rendering is a pure function of the index,
+    so DataLoader workers (fork or spawn) produce identical items; each worker keeps its own identity cache.
+    """
+
+    def __init__(
+        self,
+        config: SyntheticConfig | None = None,
+        *,
+        split: str = "train",
+        transform: Callable[[np.ndarray], Any] | None = None,
+    ):
+        cfg = config if config is not None else SyntheticConfig()
+        if not isinstance(cfg, SyntheticConfig):
+            raise InvalidOptionError(f"config must be a SyntheticConfig, got {type(cfg).__name__}")
+        if split not in ("train", "eval"):
+            raise InvalidOptionError(f"split must be 'train' or 'eval', got {split!r}")
+        if transform is not None and not callable(transform):
+            raise InvalidOptionError(f"transform must be callable, got {type(transform).__name__}")
+        self.config = cfg
+        self.split = split
+        self.transform = transform
+        self.faces = SyntheticFaces(cfg)
+        self.num_classes = cfg.num_identities
+        self.images_per_identity = cfg.images_per_identity
+        offset = 0 if split == "train" else EVAL_IDENTITY_OFFSET
+        self.identities = offset + np.arange(cfg.num_identities, dtype=np.int64)
+        noise = cfg.label_noise if split == "train" else 0.0
+        self.labels, self.true_labels, self.noisy_mask = noisy_labels(
+            cfg.seed, cfg.num_identities, cfg.images_per_identity, noise
+        )
+
+    def __len__(self) -> int:
+        return self.num_classes * self.images_per_identity
+
+    def image(self, index: int) -> np.ndarray:
+        """The uint8 (S, S, 3) RGB image of item ``index`` (no transform)."""
+        n = len(self)
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not -n <= index < n:
+            raise IndexError(f"index {index!r} out of range for a dataset of {n} images")
+        index = int(index) % n
+        cls, k = divmod(index, self.images_per_identity)
+        return self.faces.render(int(self.identities[cls]), k)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        img = self.image(index)
+        label = int(self.labels[int(index) % len(self)])
+        if self.transform is not None:
+            return self.transform(img), label
+        t = torch.from_numpy(img).permute(2, 0, 1).to(torch.float32)
+        return t.mul_(2.0 / 255.0).sub_(1.0), label
+
+    def __repr__(self) -> str:
+        return (f"SyntheticFaceDataset(split={self.split!r}, classes={self.num_classes}, "
+                f"images={len(self)}, noisy={int(self.noisy_mask.sum())})")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# evaluation sets over held-out identities
+
+
+def _render_many(faces: SyntheticFaces, keys: Sequence[tuple[int, int]]) -> np.ndarray:
+    s = faces.config.image_size
+    out = np.empty((len(keys), s, s, 3), dtype=np.uint8)
+    for i, (ident, k) in enumerate(keys):
+        out[i] = faces.render(ident, k)
+    return out
+
+
+def synthetic_pairs(
+    seed: int = 0,
+    num_identities: int = 200,
+    images_per_identity: int = 10,
+    n_folds: int = 10,
+    pairs_per_fold: int = 600,
+    *,
+    difficulty: float = 1.0,
+    identity_spread: float = 1.0,
+    image_size: int = 112,
+    return_labels: bool = False,
+) -> tuple[np.ndarray, ...]:
+    """LFW-style verification pairs over held-out identities (View-2 layout, METHODS §8.2).
+
+    Identities are split into ``n_folds`` contiguous groups of ``num_identities // n_folds``; fold ``f`` holds
+    ``pairs_per_fold / 2`` same-identity pairs (distinct images) followed by as many different-identity pairs, all
+    drawn inside group ``f`` -- so no identity appears in two folds.  Folds are contiguous blocks in pair order.
+
+    Returns ``(images, idx1, idx2, issame, folds)``: the unique images used (N, S, S, 3) uint8 sorted by (identity,
+    image index), int64 indices into them, bool same-identity flags, and the int64 fold (0 .. n_folds-1) of each pair.
+    With ``return_labels`` a sixth array gives each image's held-out identity index (0 .. num_identities-1).
+    Deterministic in the arguments.
+    """
+    num_identities = _check_nonneg_int(num_identities, "num_identities", 2)
+    images_per_identity = _check_nonneg_int(images_per_identity, "images_per_identity", 2)
+    n_folds = _check_nonneg_int(n_folds, "n_folds", 1)
+    pairs_per_fold = _check_nonneg_int(pairs_per_fold, "pairs_per_fold", 2)
+    if pairs_per_fold % 2:
+        raise InvalidOptionError(f"pairs_per_fold must be even (half same, half different), got {pairs_per_fold}")
+    per_fold = num_identities // n_folds
+    if per_fold < 2:
+        raise InvalidOptionError(
+            f"num_identities={num_identities} gives {per_fold} identities per fold for n_folds={n_folds}; "
+            f"need at least 2 (use num_identities >= {2 * n_folds})")
+    half = pairs_per_fold // 2
+    k = images_per_identity
+    n_same = per_fold * k * (k - 1) // 2
+    n_diff = (per_fold * (per_fold - 1) // 2) * k * k
+    if half > n_same or half > n_diff:
+        raise InvalidOptionError(
+            f"pairs_per_fold={pairs_per_fold} needs {half} distinct same and different pairs per fold, but "
+            f"{per_fold} identities x {k} images give only {n_same} same / {n_diff} different pairs; raise "
+            "num_identities or images_per_identity, or lower pairs_per_fold")
+    faces = SyntheticFaces(SyntheticConfig(seed=seed, num_identities=num_identities, images_per_identity=k,
+                                           difficulty=difficulty, identity_spread=identity_spread,
+                                           image_size=image_size, cache_size=per_fold))
+    rng = np.random.default_rng([_TAG_PAIRS, int(seed), num_identities, k, n_folds, pairs_per_fold])
+    ia, ja = np.triu_indices(k, 1)
+    pairs: list[tuple[int, int, int, int]] = []  # (class a, image a, class b, image b)
+    issame: list[bool] = []
+    folds: list[int] = []
+    for f in range(n_folds):
+        ids = np.arange(f * per_fold, (f + 1) * per_fold)
+        pick = rng.choice(n_same, size=half, replace=False)
+        for s in pick:
+            c, r = divmod(int(s), len(ia))
+            pairs.append((int(ids[c]), int(ia[r]), int(ids[c]), int(ja[r])))
+        pick = rng.choice(n_diff, size=half, replace=False)
+        ca, cb = np.triu_indices(per_fold, 1)
+        for s in pick:
+            c, r = divmod(int(s), k * k)
+            pairs.append((int(ids[ca[c]]), r // k, int(ids[cb[c]]), r % k))
+        issame += [True] * half + [False] * half
+        folds += [f] * pairs_per_fold
+    keys = sorted({(a, i) for a, i, _, _ in pairs} | {(b, j) for _, _, b, j in pairs})
+    where = {key: n for n, key in enumerate(keys)}
+    idx1 = np.array([where[(a, i)] for a, i, _, _ in pairs], dtype=np.int64)
+    idx2 = np.array([where[(b, j)] for _, _, b, j in pairs], dtype=np.int64)
+    images = _render_many(faces, [(EVAL_IDENTITY_OFFSET + c, i) for c, i in keys])
+    out = (images, idx1, idx2, np.array(issame, dtype=bool), np.array(folds, dtype=np.int64))
+    if return_labels:
+        out += (np.array([c for c, _ in keys], dtype=np.int64),)
+    return out
+
+
+def synthetic_identification(
+    seed: int = 0,
+    num_identities: int = 100,
+    gallery_per_identity: int = 1,
+    probes_per_identity: int = 4,
+    *,
+    num_distractors: int = 0,
+    difficulty: float = 1.0,
+    identity_spread: float = 1.0,
+    image_size: int = 112,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A 1:N identification set over held-out identities (disjoint from :func:`synthetic_pairs`' people).
+
+    Identity ``c`` (label ``c``) contributes images ``0 .. gallery_per_identity - 1`` to the gallery and the next
+    ``probes_per_identity`` images as probes.  ``num_distractors`` extra identities (labels ``num_identities ..``)
+    appear in the gallery only.  Returns ``(gallery_images, gallery_labels, probe_images, probe_labels)``.
+    """
+    num_identities = _check_nonneg_int(num_identities, "num_identities", 1)
+    gallery_per_identity = _check_nonneg_int(gallery_per_identity, "gallery_per_identity", 1)
+    probes_per_identity = _check_nonneg_int(probes_per_identity, "probes_per_identity", 1)
+    num_distractors = _check_nonneg_int(num_distractors, "num_distractors", 0)
+    total = num_identities + num_distractors
+    faces = SyntheticFaces(SyntheticConfig(seed=seed, difficulty=difficulty, identity_spread=identity_spread,
+                                           image_size=image_size, cache_size=1))
+    base = EVAL_IDENTITY_OFFSET + IDENTIFICATION_OFFSET
+    g_keys = [(c, i) for c in range(total) for i in range(gallery_per_identity)]
+    p_keys = [(c, gallery_per_identity + i) for c in range(num_identities) for i in range(probes_per_identity)]
+    gallery = _render_many(faces, [(base + c, i) for c, i in g_keys])
+    probes = _render_many(faces, [(base + c, i) for c, i in p_keys])
+    return (gallery, np.array([c for c, _ in g_keys], dtype=np.int64),
+            probes, np.array([c for c, _ in p_keys], dtype=np.int64))
+
+
+def pixel_baseline_accuracy(
+    images: np.ndarray,
+    idx1: np.ndarray,
+    idx2: np.ndarray,
+    issame: np.ndarray,
+    folds: np.ndarray,
+    *,
+    size: int = 28,
+) -> tuple[float, float]:
+    """10-fold verification accuracy of a raw-pixel "embedding" (a calibration yardstick, not a model).
+
+    Each image becomes its ``size x size`` grey thumbnail (box filter), mean-centred over all images and
+    L2-normalised; score = cosine; per fold the threshold maximising accuracy on the other folds is applied to the
+    held-out fold (METHODS §8.2).  Returns (mean, std) of the fold accuracies.
+    """
+    grey = images.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    small = np.stack([np.asarray(Image.fromarray(g).resize((size, size), Image.BOX)) for g in grey])
+    feats = small.reshape(len(images), -1).astype(np.float64)
+    feats -= feats.mean(axis=0, keepdims=True)
+    feats /= np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+    scores = np.einsum("ij,ij->i", feats[idx1], feats[idx2])
+    accs = []
+    for f in np.unique(folds):
+        test = folds == f
+        tr_s, tr_y = scores[~test], issame[~test]
+        order = np.argsort(tr_s, kind="stable")
+        s_sorted, y_sorted = tr_s[order], tr_y[order]
+        # candidate thresholds: midpoints between neighbouring training scores (and both ends); "same" iff score > t.
+        # With t between s_sorted[i-1] and s_sorted[i], the i lowest scores are called "different".
+        cand = np.concatenate([[s_sorted[0] - 1.0], (s_sorted[1:] + s_sorted[:-1]) / 2.0, [s_sorted[-1] + 1.0]])
+        below_pos = np.concatenate([[0], np.cumsum(y_sorted)])
+        below_neg = np.concatenate([[0], np.cumsum(~y_sorted)])
+        correct = (int(y_sorted.sum()) - below_pos) + below_neg
+        valid = np.concatenate([[True], s_sorted[1:] > s_sorted[:-1], [True]])  # skip splits inside ties
+        correct = np.where(valid, correct, -1)
+        t = cand[int(np.argmax(correct))]
+        accs.append(float(np.mean((scores[test] > t) == issame[test])))
+    return float(np.mean(accs)), float(np.std(accs))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# writing an image folder, contact sheet
+
+
+def _write_identity(task: tuple[SyntheticConfig, int, list[tuple[int, str]], str, int]) -> int:
+    cfg, identity, items, root, quality = task
+    faces = _worker_faces(cfg)
+    for k, rel in items:
+        Image.fromarray(faces.render(identity, k)).save(os.path.join(root, rel), format="JPEG", quality=quality)
+    return len(items)
+
+
+_WORKER_FACES: dict[SyntheticConfig, SyntheticFaces] = {}
+
+
+def _worker_faces(cfg: SyntheticConfig) -> SyntheticFaces:
+    faces = _WORKER_FACES.get(cfg)
+    if faces is None:
+        _WORKER_FACES.clear()
+        faces = _WORKER_FACES[cfg] = SyntheticFaces(cfg)
+    return faces
+
+
+def write_synthetic_folder(
+    out_dir: str | os.PathLike[str],
+    num_identities: int,
+    images_per_identity: int,
+    seed: int = 0,
+    difficulty: float = 1.0,
+    label_noise: float = 0.0,
+    jpeg_quality: int = 90,
+    progress: bool = True,
+    workers: int = 2,
+    *,
+    identity_spread: float = 1.0,
+    image_size: int = 112,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Write the training split as an image folder: ``out_dir/<identity>/<NNNN>.jpg`` (identities ``id_00000`` ..).
+
+    Files follow their (possibly noisy) label: with ``label_noise > 0`` a mislabeled image lands in the folder of its
+    wrong identity, and ``noise.json`` / ``noise.csv`` list every such file with its true identity.  Every image is
+    the one :class:`SyntheticFaceDataset` (same settings) returns, JPEG-encoded at ``jpeg_quality``.  A
+    ``synthetic.json`` records the settings.  ``workers`` processes render in parallel (``0``/``1``: in-process).
+    Returns a summary dict (counts, seconds, images per second, paths).
+    """
+    cfg = SyntheticConfig(seed=seed, num_identities=num_identities, images_per_identity=images_per_identity,
+                          difficulty=difficulty, label_noise=label_noise, identity_spread=identity_spread,
+                          image_size=image_size, cache_size=1)
+    if isinstance(jpeg_quality, bool) or not isinstance(jpeg_quality, (int, np.integer)) or not 1 <= jpeg_quality <= 100:
+        raise InvalidOptionError(f"jpeg_quality must be an integer in [1, 100], got {jpeg_quality!r}")
+    workers = _check_nonneg_int(workers, "workers", 0)
+    root = Path(out_dir)
+    if root.exists() and not root.is_dir():
+        raise InvalidOptionError(f"{root}: exists and is not a directory; choose another --out")
+    if root.is_dir() and any(root.iterdir()) and not overwrite:
+        raise InvalidOptionError(f"{root}: directory is not empty; choose an empty or new --out (or pass overwrite)")
+    root.mkdir(parents=True, exist_ok=True)
+
+    labels, true, mask = noisy_labels(seed, num_identities, images_per_identity, label_noise)
+    names = [identity_name(c, num_identities) for c in range(num_identities)]
+    counters = np.zeros(num_identities, dtype=np.int64)
+    width = max(4, len(str(int(np.bincount(labels, minlength=num_identities).max()) - 1)))
+    per_identity: list[list[tuple[int, str]]] = [[] for _ in range(num_identities)]
+    noise_rows: list[dict[str, Any]] = []
+    for i in range(len(labels)):
+        lab, tru, k = int(labels[i]), int(true[i]), i % images_per_identity
+        rel = f"{names[lab]}/{int(counters[lab]):0{width}d}.jpg"
+        counters[lab] += 1
+        per_identity[tru].append((k, rel))
+        if mask[i]:
+            noise_rows.append({"file": rel, "label": lab, "true_label": tru, "true_identity": names[tru],
+                               "source_image": k})
+    for name in names:
+        (root / name).mkdir(exist_ok=True)
+
+    tasks = [(cfg, c, items, str(root), int(jpeg_quality)) for c, items in enumerate(per_identity)]
+    total = len(labels)
+    t0 = time.perf_counter()
+    bar = _progress(total, progress)
+    try:
+        if workers <= 1:
+            for task in tasks:
+                bar.update(_write_identity(task))
+        else:
+            methods = multiprocessing.get_all_start_methods()
+            ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+            with ctx.Pool(workers) as pool:
+                for n in pool.imap_unordered(_write_identity, tasks, chunksize=max(1, min(16, len(tasks) // (8 * workers)))):
+                    bar.update(n)
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - t0
+
+    summary: dict[str, Any] = {
+        "out_dir": str(root),
+        "num_identities": num_identities,
+        "images_per_identity": images_per_identity,
+        "num_images": total,
+        "num_noisy": int(mask.sum()),
+        "seed": seed,
+        "difficulty": float(difficulty),
+        "identity_spread": float(identity_spread),
+        "label_noise": float(label_noise),
+        "image_size": image_size,
+        "jpeg_quality": int(jpeg_quality),
+        "seconds": round(seconds, 3),
+        "images_per_second": round(total / max(seconds, 1e-9), 1),
+    }
+    if label_noise > 0:
+        (root / "noise.json").write_text(json.dumps({"num_noisy": len(noise_rows), "files": noise_rows}, indent=1))
+        with open(root / "noise.csv", "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=["file", "label", "true_label", "true_identity", "source_image"])
+            w.writeheader()
+            w.writerows(noise_rows)
+        summary["noise_file"] = str(root / "noise.json")
+    (root / "synthetic.json").write_text(json.dumps({"config": asdict(cfg), "summary": summary}, indent=1))
+    return summary
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    if not enabled:
+        return _NoBar()
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        return _NoBar()
+    return tqdm(total=total, unit="img", desc="synthesising", dynamic_ncols=True)
+
+
+def contact_sheet(
+    path: str | os.PathLike[str],
+    num_identities: int = 8,
+    images_per_identity: int = 8,
+    seed: int = 0,
+    *,
+    difficulty: float = 1.0,
+    canonical_column: bool = True,
+    gap: int = 2,
+) -> Path:
+    """Write a PNG grid of synthetic faces: one row per training identity, its images left to right.
+
+    With ``canonical_column`` the first column is the identity's canonical face (difficulty 0), the rest are
+    images ``0 .. images_per_identity - 1`` at ``difficulty``.  Returns the path written.
+    """
+    num_identities = _check_nonneg_int(num_identities, "num_identities", 1)
+    images_per_identity = _check_nonneg_int(images_per_identity, "images_per_identity", 1)
+    faces = SyntheticFaces(SyntheticConfig(seed=seed, difficulty=difficulty, cache_size=1))
+    s = faces.config.image_size
+    cols = images_per_identity + (1 if canonical_column else 0)
+    sheet = np.full((num_identities * (s + gap) + gap, cols * (s + gap) + gap, 3), 255, dtype=np.uint8)
+    for r in range(num_identities):
+        row = ([faces.render(r, 0, difficulty=0.0)] if canonical_column else []) + [
+            faces.render(r, k) for k in range(images_per_identity)]
+        for c, img in enumerate(row):
+            y, x = gap + r * (s + gap), gap + c * (s + gap)
+            sheet[y:y + s, x:x + s] = img
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(sheet).save(out, format="PNG", optimize=True)
+    return out

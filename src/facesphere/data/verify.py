@@ -125,35 +125,31 @@ def _size_key(arr: np.ndarray) -> str:
     return f"{arr.shape[0]}x{arr.shape[1]}"
 
 
-def _check_file(path: str, expected_size: tuple[int, int] | None) -> tuple[str | None, str | None]:
-    """``(size_key, problem)`` for one image file."""
-    try:
-        arr = decode_image(_read_file(path), source=path, expected_size=None)
-    except DataError as exc:
-        return None, str(exc)
-    key = _size_key(arr)
-    if expected_size is not None and arr.shape[:2] != tuple(expected_size):
-        return key, (
-            f"{path}: image is {arr.shape[0]}x{arr.shape[1]} (HxW), expected {expected_size[0]}x{expected_size[1]} (HxW)"
-        )
-    return key, None
-
-
 def _check_bytes(data: bytes, source: str, expected_size: tuple[int, int] | None) -> tuple[str | None, str | None]:
+    """``(size_key, problem)`` for one encoded image."""
     try:
         arr = decode_image(data, source=source, expected_size=None)
     except DataError as exc:
         return None, str(exc)
     key = _size_key(arr)
     if expected_size is not None and arr.shape[:2] != tuple(expected_size):
-        return key, (
-            f"{source}: image is {arr.shape[0]}x{arr.shape[1]} (HxW), expected "
-            f"{expected_size[0]}x{expected_size[1]} (HxW)"
-        )
+        got = f"{arr.shape[0]}x{arr.shape[1]}"
+        return key, f"{source}: image is {got} (HxW), expected {expected_size[0]}x{expected_size[1]} (HxW)"
     return key, None
 
 
-def _paths_chunk(args: tuple[list[tuple[int, str]], tuple[int, int] | None]) -> list[tuple[int, str | None, str | None]]:
+def _check_file(path: str, expected_size: tuple[int, int] | None) -> tuple[str | None, str | None]:
+    try:
+        data = _read_file(path)
+    except DataError as exc:
+        return None, str(exc)
+    return _check_bytes(data, path, expected_size)
+
+
+_Result = tuple[int, "str | None", "str | None"]
+
+
+def _paths_chunk(args: tuple[list[tuple[int, str]], tuple[int, int] | None]) -> list[_Result]:
     items, expected = args
     return [(order, *_check_file(path, expected)) for order, path in items]
 
@@ -302,7 +298,8 @@ def _verify_list(report: VerifyReport, list_file: str, expected, workers, progre
     report.bad.extend(errors)
     if not parsed.paths:
         if not errors:
-            report.bad.append((list_file, f"{list_file}: the list file has no entries ('relative/path label' per line)"))
+            problem = f"{list_file}: the list file has no entries ('relative/path label' per line)"
+            report.bad.append((list_file, problem))
         return
     label_errors: list[tuple[str, str]] = []
     _labels, classes, keep = _labels_from_tokens(

@@ -1,0 +1,882 @@
+"""Face-verification and face-identification metrics, in pure numpy.
+
+Every function documents which published evaluation protocol it reproduces (METHODS §8):
+
+* Reference A — SphereFace ``evaluation.m`` (LFW 10-fold accuracy, ``method="sphereface"``);
+* Reference B — insightface ``verification.py`` (LFW-style 10-fold accuracy ``method="insightface"``, and
+  :func:`val_at_far`);
+* Reference C — opensphere (no folds: :func:`best_threshold_accuracy`, :func:`eer`, :func:`auc`,
+  :func:`tar_at_far` with ``method="interpolate"``);
+* insightface / arcface_torch IJB 1:1 evaluation (:func:`pool_templates`, :func:`verification_scores`,
+  :func:`tar_at_far` with ``method="nearest"``);
+* IJB 1:N identification (:func:`identification_metrics`): the NIST open-set definition and the
+  insightface / opensphere "toolbox" definition.
+
+Conventions used throughout:
+
+* ``scores`` are similarities: **higher means more alike** (cosine of L2-normalised features).
+* ``issame`` marks genuine (same-identity) pairs; it is the positive class of every ROC.
+* Thresholds are reported in the space of the method that chose them: the score (cosine) space for
+  ``"exact"`` and ``"sphereface"``, the squared-Euclidean-distance space ``d = 2 - 2·score`` for
+  ``"insightface"`` and :func:`val_at_far`.
+
+Errors a user can cause (mismatched lengths, empty inputs, non-binary labels, NaN scores, bad options) raise
+:class:`facesphere.errors.InvalidOptionError`.  This module imports numpy only (no torch, no scipy, no sklearn).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import InvalidOptionError
+
+__all__ = [
+    "KFoldResult",
+    "RocCurve",
+    "ValResult",
+    "IdentificationResult",
+    "KFOLD_METHODS",
+    "kfold_accuracy",
+    "best_threshold_accuracy",
+    "roc",
+    "auc",
+    "eer",
+    "tar_at_far",
+    "val_at_far",
+    "pool_templates",
+    "verification_scores",
+    "identification_metrics",
+]
+
+KFOLD_METHODS = ("exact", "insightface", "sphereface")
+
+# Reference B grids (insightface verification.py): accuracy on np.arange(0, 4, 0.01), VAL@FAR on
+# np.arange(0, 4, 0.001), both in squared-distance space.  Built with the same expressions so the grid
+# values are bit-identical to the reference.
+_INSIGHTFACE_ACC_GRID = np.arange(0, 4, 0.01)
+_INSIGHTFACE_VAL_GRID = np.arange(0, 4, 0.001)
+# Reference A grid (SphereFace evaluation.m): thresholds = (-thrNum:thrNum) / thrNum with thrNum = 10000.
+_SPHEREFACE_GRID = np.arange(-10000, 10001) / 10000.0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# result types
+
+
+@dataclass(frozen=True)
+class KFoldResult:
+    """Result of :func:`kfold_accuracy`.
+
+    Attributes:
+        mean: mean of the per-fold test accuracies.
+        std: **population** standard deviation of the per-fold accuracies (``np.std``, ``ddof=0``), as
+            both insightface and SphereFace report it.
+        accuracies: per-fold accuracy on the held-out fold, shape ``(n_folds,)``.
+        thresholds: per-fold threshold chosen on the training folds, in the method's own space (see
+            :attr:`threshold_space`).
+        method: ``"exact"``, ``"insightface"`` or ``"sphereface"``.
+        train_accuracies: per-fold accuracy of the chosen threshold on the training folds, measured with
+            the method's own decision rule.
+    """
+
+    mean: float
+    std: float
+    accuracies: np.ndarray
+    thresholds: np.ndarray
+    method: str
+    train_accuracies: np.ndarray
+
+    @property
+    def threshold_space(self) -> str:
+        """``"distance"`` (``d = 2 - 2·score``, same iff ``d < τ``) for insightface, else ``"score"``."""
+        return "distance" if self.method == "insightface" else "score"
+
+
+@dataclass(frozen=True)
+class RocCurve:
+    """An ROC curve (sklearn ``roc_curve`` semantics).
+
+    ``thresholds`` are decreasing; ``thresholds[0] = +inf`` (the point (0, 0)); point ``i`` predicts
+    "same" iff ``score >= thresholds[i]``.  ``fpr`` and ``tpr`` are non-decreasing and end at 1.
+    """
+
+    fpr: np.ndarray
+    tpr: np.ndarray
+    thresholds: np.ndarray
+
+
+@dataclass(frozen=True)
+class ValResult:
+    """Result of :func:`val_at_far` (insightface VAL@FAR, Reference B step 3).
+
+    Attributes:
+        val: mean over folds of the test-fold VAL (true-accept rate).
+        val_std: population std (``np.std``) of the per-fold VAL.
+        far: mean over folds of the test-fold FAR actually obtained.
+        vals, fars: per-fold VAL and FAR on the held-out fold.
+        thresholds: per-fold squared-distance threshold (same iff ``d < τ``).
+        target_far: the requested FAR.
+    """
+
+    val: float
+    val_std: float
+    far: float
+    vals: np.ndarray
+    fars: np.ndarray
+    thresholds: np.ndarray
+    target_far: float
+
+
+@dataclass(frozen=True)
+class IdentificationResult:
+    """Result of :func:`identification_metrics`.
+
+    Attributes:
+        definition: ``"nist"`` or ``"toolbox"``.
+        rank_accuracy: ``{k: rank-k accuracy}`` (CMC), over mated probes.
+        tpir: ``{fpir: TPIR}``.
+        thresholds: ``{fpir: τ}``; a probe's mate is accepted iff its score is **strictly greater** than τ
+            (``-inf`` when every score is accepted).
+        n_mated, n_nonmated: number of mated / non-mated probe searches.
+    """
+
+    definition: str
+    rank_accuracy: dict
+    tpir: dict
+    thresholds: dict
+    n_mated: int
+    n_nonmated: int
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# input validation
+
+
+def _as_float_array(values: Any, name: str, ndims: tuple[int, ...] = (1,)) -> np.ndarray:
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InvalidOptionError(f"{name} must be an array of numbers ({exc})") from None
+    if arr.ndim not in ndims:
+        shapes = " or ".join(f"{d}-D" for d in ndims)
+        raise InvalidOptionError(f"{name} must be {shapes}, got shape {arr.shape}")
+    if arr.size == 0:
+        raise InvalidOptionError(f"{name} is empty: nothing to evaluate")
+    finite = np.isfinite(arr)
+    if not finite.all():
+        bad = np.flatnonzero(~finite.ravel())
+        raise InvalidOptionError(
+            f"{name} contains {bad.size} NaN or infinite value(s) (first at flat index {int(bad[0])}); "
+            "check the features that produced them"
+        )
+    return arr
+
+
+def _as_labels(issame: Any, n: int, name: str = "issame") -> np.ndarray:
+    arr = np.asarray(issame)
+    if arr.ndim != 1:
+        raise InvalidOptionError(f"{name} must be 1-D, got shape {arr.shape}")
+    if arr.shape[0] != n:
+        raise InvalidOptionError(f"scores and {name} have different lengths ({n} vs {arr.shape[0]})")
+    if arr.dtype == np.bool_:
+        return arr
+    if arr.dtype.kind in "iuf":
+        ok = (arr == 0) | (arr == 1)
+        if not ok.all():
+            raise InvalidOptionError(
+                f"{name} must be binary (bool or 0/1); found {arr[~ok][0]!r} at index {int(np.flatnonzero(~ok)[0])}"
+            )
+        return arr == 1
+    raise InvalidOptionError(f"{name} must be bool or 0/1 numbers, got dtype {arr.dtype}")
+
+
+def _scores_labels(scores: Any, issame: Any) -> tuple[np.ndarray, np.ndarray]:
+    lab = np.asarray(issame)
+    s = np.asarray(scores)
+    if s.ndim == 1 and lab.ndim == 1 and s.shape[0] != lab.shape[0]:
+        raise InvalidOptionError(f"scores and issame have different lengths ({s.shape[0]} vs {lab.shape[0]})")
+    s = _as_float_array(scores, "scores")
+    return s, _as_labels(issame, s.shape[0])
+
+
+def _need_both_classes(y: np.ndarray, what: str) -> None:
+    n_pos = int(y.sum())
+    if n_pos == 0 or n_pos == y.size:
+        kind = "negative (different-identity)" if n_pos else "positive (same-identity)"
+        raise InvalidOptionError(f"{what} needs both classes, but there is no {kind} pair")
+
+
+def _check_int(value: Any, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InvalidOptionError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise InvalidOptionError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _check_rate(value: Any, name: str, *, allow_zero: bool) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise InvalidOptionError(f"{name} must be a number in [0, 1], got {value!r}") from None
+    low_ok = v >= 0.0 if allow_zero else v > 0.0
+    if not (math.isfinite(v) and low_ok and v <= 1.0):
+        rng = "[0, 1]" if allow_zero else "(0, 1]"
+        raise InvalidOptionError(f"{name} must be in {rng}, got {value!r}")
+    return v
+
+
+def _fold_assignment(n: int, n_folds: Any, folds: Any) -> tuple[np.ndarray, int]:
+    """Fold id (0..k-1) of every pair, and k.
+
+    ``folds=None``: contiguous blocks in input order with ``np.array_split`` sizes (the first ``n % k``
+    blocks are one longer); for LFW's 6,000 pairs and k = 10 these are the 600-pair blocks of the
+    protocol (and of insightface's ``KFold(10, shuffle=False)``).  Otherwise ``folds`` gives the fold id
+    of every pair (any sortable ids); folds are numbered in sorted id order and ``n_folds`` is ignored.
+    """
+    if folds is None:
+        k = _check_int(n_folds, "n_folds", 2)
+        if k > n:
+            raise InvalidOptionError(f"n_folds={k} is larger than the number of pairs ({n})")
+        base, extra = divmod(n, k)
+        sizes = np.full(k, base, dtype=np.int64)
+        sizes[:extra] += 1
+        return np.repeat(np.arange(k), sizes), k
+    arr = np.asarray(folds)
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise InvalidOptionError(f"folds must be 1-D with one fold id per pair ({n}), got shape {arr.shape}")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise InvalidOptionError("folds contains NaN or infinite fold ids")
+    try:
+        uniq, inverse = np.unique(arr, return_inverse=True)
+    except TypeError as exc:
+        raise InvalidOptionError(f"fold ids must be sortable values ({exc})") from None
+    if uniq.size < 2:
+        raise InvalidOptionError(f"folds must contain at least 2 distinct fold ids, got {uniq.size}")
+    return inverse.reshape(-1), int(uniq.size)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# threshold selection (one training split)
+
+
+def _exact_threshold(s: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Exact optimal threshold for the rule "same iff score > τ" (sort-based, O(m log m)).
+
+    Sort the training scores and group equal values (equal scores can never be split by a threshold).  A
+    cut ``j`` (0..J for J distinct values) predicts "different" for the j smallest distinct values and
+    "same" for the rest; its number of correct decisions is
+    ``#neg among the j lowest groups + #pos among the others``.  Every threshold is equivalent to one cut,
+    so the best cut is the true optimum of training accuracy.
+
+    Tie-break: among all optimal cuts take the (lower) median one — always an optimal cut, and central in the
+    optimal region like SphereFace's "mean of all τ attaining the max".  τ is the midpoint between the two
+    distinct scores around the cut; for the cut below the minimum (all "same") τ = min − h and for the
+    cut above the maximum (all "different") τ = max + h, with h = half the training score range (0.5 if all
+    training scores are equal).
+    """
+    m = s.size
+    order = np.argsort(s, kind="stable")
+    ss = s[order]
+    yy = y[order].astype(np.int64)
+    new = np.empty(m, dtype=bool)
+    new[0] = True
+    np.not_equal(ss[1:], ss[:-1], out=new[1:])
+    starts = np.flatnonzero(new)
+    values = ss[starts]
+    pos_per = np.add.reduceat(yy, starts)
+    neg_per = np.diff(np.append(starts, m)) - pos_per
+    n_pos = int(pos_per.sum())
+    correct = np.concatenate(([0], np.cumsum(neg_per))) + (n_pos - np.concatenate(([0], np.cumsum(pos_per))))
+    best = correct.max()
+    optimal = np.flatnonzero(correct == best)
+    j = int(optimal[(optimal.size - 1) // 2])
+    n_values = values.size
+    half = 0.5 * float(values[-1] - values[0]) if n_values > 1 else 0.5
+    if j == 0:
+        tau = float(values[0]) - half
+        if not tau < values[0]:
+            tau = float(np.nextafter(values[0], -np.inf))
+    elif j == n_values:
+        tau = float(values[-1]) + half
+    else:
+        lo, hi = float(values[j - 1]), float(values[j])
+        tau = 0.5 * lo + 0.5 * hi
+        if not lo <= tau < hi:  # adjacent floats: the midpoint may round up to hi
+            tau = lo
+    return tau, float(best) / m
+
+
+def _insightface_threshold(s: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Reference B: d = 2 − 2·score, τ ∈ np.arange(0, 4, 0.01), same iff d < τ, first argmax."""
+    d = 2.0 - 2.0 * s
+    d_pos = np.sort(d[y])
+    d_neg = np.sort(d[~y])
+    tp = np.searchsorted(d_pos, _INSIGHTFACE_ACC_GRID, side="left")  # #pos with d < τ
+    tn = d_neg.size - np.searchsorted(d_neg, _INSIGHTFACE_ACC_GRID, side="left")  # #neg with d >= τ
+    correct = tp + tn
+    i = int(np.argmax(correct))
+    return float(_INSIGHTFACE_ACC_GRID[i]), float(correct[i]) / s.size
+
+
+def _sphereface_correct(s: np.ndarray, y: np.ndarray, tau: float) -> int:
+    return int(np.count_nonzero(s[y] > tau) + np.count_nonzero(s[~y] < tau))
+
+
+def _sphereface_threshold(s: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Reference A: τ ∈ {−1, −0.9999, …, 1}; acc = #{pos > τ} + #{neg < τ}; τ* = mean of all argmax τ."""
+    s_pos = np.sort(s[y])
+    s_neg = np.sort(s[~y])
+    correct = (s_pos.size - np.searchsorted(s_pos, _SPHEREFACE_GRID, side="right")) + np.searchsorted(
+        s_neg, _SPHEREFACE_GRID, side="left"
+    )
+    tau = float(np.mean(_SPHEREFACE_GRID[correct == correct.max()]))
+    return tau, _sphereface_correct(s, y, tau) / s.size
+
+
+def _test_accuracy(method: str, s: np.ndarray, y: np.ndarray, tau: float) -> float:
+    if method == "exact":
+        return float(np.mean((s > tau) == y))
+    if method == "insightface":
+        return float(np.mean(((2.0 - 2.0 * s) < tau) == y))
+    return _sphereface_correct(s, y, tau) / s.size
+
+
+_SELECTORS = {
+    "exact": _exact_threshold,
+    "insightface": _insightface_threshold,
+    "sphereface": _sphereface_threshold,
+}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# LFW-style k-fold accuracy
+
+
+def kfold_accuracy(
+    scores: Any,
+    issame: Any,
+    n_folds: int = 10,
+    *,
+    method: str = "exact",
+    folds: Any = None,
+) -> KFoldResult:
+    """LFW-style k-fold verification accuracy (METHODS §8.2).
+
+    For each fold f the threshold is chosen on the other folds and the accuracy is measured on fold f.
+    Folds are contiguous blocks in input order with ``np.array_split`` sizes (LFW: 10 blocks of 600 pairs,
+    identical to insightface's ``KFold(10, shuffle=False)``), or given explicitly as one fold id per pair in
+    ``folds`` (then ``n_folds`` is ignored and folds are ordered by sorted id).
+
+    ``scores`` is ``(n,)``, or ``(n_folds, n)`` with row f holding the scores to use for fold f (training
+    *and* test pairs) — this reproduces Reference A step 1, where the mean feature of the training folds is
+    subtracted before scoring, so every fold has its own scores.
+
+    Methods (the threshold is reported in the method's own space):
+
+    * ``"exact"`` (facesphere's own): predict "same" iff ``score > τ``; τ is the exact optimum of training
+      accuracy (sort-based sweep over every distinct cut, ties never split); among several optimal cuts
+      the median one is taken, τ is the midpoint between the neighbouring distinct training scores (see
+      ``_exact_threshold``).  Its training accuracy is >= that of any threshold grid.
+    * ``"insightface"`` — Reference B (insightface ``verification.py``): d = 2 − 2·score (squared distance of
+      unit vectors); thresholds ``np.arange(0, 4, 0.01)``; same iff ``d < τ``; first argmax of training
+      accuracy.  Thresholds are in distance space.
+    * ``"sphereface"`` — Reference A (SphereFace ``evaluation.m``): thresholds −1:1e−4:1 (20,001 values);
+      accuracy ``(#{pos: score > τ} + #{neg: score < τ}) / n`` (strict on both sides: a score equal to τ is
+      an error for either class); τ* = mean of all grid τ attaining the max.  Thresholds are in score space.
+
+    Ties: with all training scores equal, "exact" predicts the majority class of the training folds (and
+    "same" on an exact 50/50 split), so the test accuracy is that class's fraction in the held-out fold.
+    A fold (training or test) may hold a single class.
+
+    Returns a :class:`KFoldResult`; ``std`` is the population std over folds (``np.std``).
+    """
+    if method not in _SELECTORS:
+        raise InvalidOptionError(f"unknown method {method!r}; choose one of {', '.join(KFOLD_METHODS)}")
+    s_raw = np.asarray(scores)
+    lab = np.asarray(issame)
+    if lab.ndim != 1:
+        raise InvalidOptionError(f"issame must be 1-D, got shape {lab.shape}")
+    n = lab.shape[0]
+    if s_raw.ndim in (1, 2) and s_raw.shape[-1] != n:
+        raise InvalidOptionError(f"scores and issame have different lengths ({s_raw.shape[-1]} vs {n})")
+    s = _as_float_array(scores, "scores", ndims=(1, 2))
+    y = _as_labels(issame, n)
+    fold_of, k = _fold_assignment(n, n_folds, folds)
+    if s.ndim == 2 and s.shape[0] != k:
+        raise InvalidOptionError(f"2-D scores need one row per fold ({k}), got {s.shape[0]} rows")
+    select = _SELECTORS[method]
+    accuracies = np.empty(k)
+    thresholds = np.empty(k)
+    train_acc = np.empty(k)
+    for f in range(k):
+        row = s[f] if s.ndim == 2 else s
+        test = fold_of == f
+        train = ~test
+        tau, train_acc[f] = select(row[train], y[train])
+        thresholds[f] = tau
+        accuracies[f] = _test_accuracy(method, row[test], y[test], tau)
+    return KFoldResult(
+        mean=float(np.mean(accuracies)),
+        std=float(np.std(accuracies)),
+        accuracies=accuracies,
+        thresholds=thresholds,
+        method=method,
+        train_accuracies=train_acc,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# ROC family
+
+
+def _roc_counts(s: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cumulative false / true positives at every distinct score, scores decreasing (predict same iff >=)."""
+    order = np.argsort(s, kind="mergesort")[::-1]
+    ss = s[order]
+    yy = y[order]
+    last = np.append(np.flatnonzero(ss[1:] != ss[:-1]), ss.size - 1)
+    tps = np.cumsum(yy, dtype=np.int64)[last]
+    fps = 1 + last - tps
+    return fps, tps, ss[last]
+
+
+def roc(scores: Any, issame: Any, drop_intermediate: bool = False) -> RocCurve:
+    """ROC curve with the semantics of ``sklearn.metrics.roc_curve`` (positives = ``issame`` True).
+
+    One point per distinct score, thresholds decreasing, point i predicts "same" iff
+    ``score >= thresholds[i]``; a first point (0, 0) with threshold ``+inf`` is prepended (sklearn >= 1.3;
+    older sklearn used ``max + 1``).  ``drop_intermediate=True`` drops the points sklearn drops (a point
+    whose false- and true-positive counts both have zero second difference, i.e. the middle of equal
+    steps); sklearn's default is True, this function's default is False (the full curve).  Both classes
+    must be present.
+    """
+    s, y = _scores_labels(scores, issame)
+    _need_both_classes(y, "roc")
+    fps, tps, thr = _roc_counts(s, y)
+    if drop_intermediate and fps.size > 2:
+        keep = np.concatenate(([True], (np.diff(fps, 2) != 0) | (np.diff(tps, 2) != 0), [True]))
+        fps, tps, thr = fps[keep], tps[keep], thr[keep]
+    fps = np.concatenate(([0], fps))
+    tps = np.concatenate(([0], tps))
+    thr = np.concatenate(([np.inf], thr))
+    return RocCurve(fpr=fps / fps[-1], tpr=tps / tps[-1], thresholds=thr)
+
+
+def auc(fpr: Any, tpr: Any) -> float:
+    """Area under a curve by the trapezoidal rule (``sklearn.metrics.auc``); ``fpr`` must be monotonic."""
+    x = _as_float_array(fpr, "fpr")
+    yv = _as_float_array(tpr, "tpr")
+    if x.shape != yv.shape:
+        raise InvalidOptionError(f"fpr and tpr have different lengths ({x.size} vs {yv.size})")
+    if x.size < 2:
+        raise InvalidOptionError(f"auc needs at least 2 points, got {x.size}")
+    dx = np.diff(x)
+    if np.all(dx >= 0):
+        direction = 1.0
+    elif np.all(dx <= 0):
+        direction = -1.0
+    else:
+        raise InvalidOptionError("fpr must be monotonic (increasing or decreasing)")
+    return direction * float(np.sum(dx * (yv[1:] + yv[:-1]) * 0.5))
+
+
+def eer(scores: Any, issame: Any) -> float:
+    """Equal error rate: the FPR (= FNR) where the piecewise-linear ROC crosses the line FPR = 1 − TPR.
+
+    Matches Reference C (opensphere: ``brentq(lambda x: 1 - x - interp1d(fpr, tpr)(x), 0, 1)``): the crossing
+    is found on the segment where ``fpr + tpr − 1`` changes sign, by linear interpolation; on a vertical
+    segment the crossing's FPR is that segment's FPR.
+    """
+    c = roc(scores, issame)
+    g = c.fpr + c.tpr - 1.0  # strictly increasing along the curve, from -1 to +1
+    i = int(np.argmax(g >= 0.0))
+    if g[i] == 0.0:
+        return float(c.fpr[i])
+    t = -g[i - 1] / (g[i] - g[i - 1])
+    return float(c.fpr[i - 1] + t * (c.fpr[i] - c.fpr[i - 1]))
+
+
+def tar_at_far(scores: Any, issame: Any, far: Any, *, method: str = "interpolate") -> Any:
+    """True-accept rate (TPR) at a false-accept rate (FPR) ``far``; scalar in → float out, sequence → array.
+
+    * ``"interpolate"`` — Reference C (opensphere ``interp1d(fpr, tpr)(far)``): linear interpolation along
+      the ROC.  Where ``far`` equals an FPR shared by several ROC points (a vertical step) the **highest**
+      TPR at that FPR is returned — what ``interp1d`` returns for float64 data, since it delegates to
+      ``np.interp`` (so ``far=0`` gives the TPR reached before the first false accept).  The full and the
+      ``drop_intermediate`` curve give identical values.
+    * ``"nearest"`` — insightface / arcface_torch IJB evaluation: on the ``drop_intermediate=True`` ROC
+      (sklearn's default), the TPR of the point whose FPR is nearest to ``far``; on equal distances the point
+      latest on the curve wins (the reference flips the curve, "select largest tpr at same fpr", then takes
+      the first minimum), i.e. the larger TPR.
+    """
+    if method not in ("interpolate", "nearest"):
+        raise InvalidOptionError(f"unknown method {method!r}; choose 'interpolate' or 'nearest'")
+    scalar = np.ndim(far) == 0
+    targets = np.atleast_1d(np.asarray(far, dtype=object))
+    if targets.ndim != 1 or targets.size == 0:
+        raise InvalidOptionError(f"far must be a number or a non-empty sequence of numbers, got {far!r}")
+    targets = np.array([_check_rate(v, "far", allow_zero=True) for v in targets])
+    c = roc(scores, issame, drop_intermediate=(method == "nearest"))
+    fpr, tpr = c.fpr, c.tpr
+    out = np.empty(targets.size)
+    for n_t, f in enumerate(targets):
+        if method == "nearest":
+            dist = np.abs(fpr - f)
+            out[n_t] = tpr[dist.size - 1 - int(np.argmin(dist[::-1]))]
+            continue
+        i = int(np.searchsorted(fpr, f, side="right")) - 1  # last point with fpr <= f (fpr[0] = 0 <= f)
+        if fpr[i] == f:
+            out[n_t] = tpr[i]
+        else:  # fpr[i] < f < fpr[i + 1] (fpr[-1] = 1 >= f)
+            x0, x1, y0, y1 = fpr[i], fpr[i + 1], tpr[i], tpr[i + 1]
+            out[n_t] = y0 + (y1 - y0) * (f - x0) / (x1 - x0)
+    return float(out[0]) if scalar else out
+
+
+def best_threshold_accuracy(scores: Any, issame: Any) -> float:
+    """Reference C (opensphere ``ACC``): no folds, the best accuracy over all ROC thresholds.
+
+    ``max over ROC points of (TPR·n_pos + TNR·n_neg) / n`` with "same" iff ``score >= τ``, the +inf point
+    (everything "different") included.  An optimistic, test-set-tuned number; dropping collinear ROC points
+    (sklearn's default) cannot change the max, since accuracy is linear in (FPR, TPR).  A single class is
+    allowed (the answer is then 1.0).
+    """
+    s, y = _scores_labels(scores, issame)
+    fps, tps, _ = _roc_counts(s, y)
+    n_neg = s.size - int(y.sum())
+    correct = np.concatenate(([n_neg], tps + (n_neg - fps)))
+    return float(correct.max()) / s.size
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# VAL@FAR (insightface)
+
+
+def _slinear_legacy(x: np.ndarray, yv: np.ndarray, target: float) -> float:
+    """``scipy.interpolate.interp1d(x, y, kind="slinear")(target)`` as scipy <= 1.8 evaluated it.
+
+    ``x`` is non-decreasing with repeats (newer scipy refuses repeats).  The degree-1 spline is evaluated on
+    the interval [x[i], x[i+1]] with i the *last* index with ``x[i] <= target`` (capped at len − 2), so a
+    target equal to a repeated x takes the y of its last repeat.  Degenerate case (target equal to the
+    last, repeated x): the y of the first index where x reaches target.
+    """
+    i = min(int(np.searchsorted(x, target, side="right")) - 1, x.size - 2)
+    x0, x1 = x[i], x[i + 1]
+    if x1 == x0:
+        return float(yv[int(np.searchsorted(x, target, side="left"))])
+    return float(yv[i] + (yv[i + 1] - yv[i]) * (target - x0) / (x1 - x0))
+
+
+def val_at_far(
+    scores: Any,
+    issame: Any,
+    far: float = 1e-3,
+    n_folds: int = 10,
+    *,
+    folds: Any = None,
+) -> ValResult:
+    """insightface VAL@FAR (Reference B step 3, ``calculate_val``), k-fold.
+
+    Squared distance ``d = 2 − 2·score``; thresholds ``np.arange(0, 4, 0.001)``; on the training folds
+    ``FAR(τ) = #{neg: d < τ} / #neg``.  If ``max FAR >= far`` the threshold is the linear interpolation of
+    (FAR → τ) at ``far`` (``interp1d(..., kind="slinear")`` as scipy <= 1.8 computed it with repeated FAR
+    values: the last grid τ with FAR <= far and the next one); otherwise τ = 0.  On the held-out fold
+    ``VAL = #{pos: d < τ} / #pos`` and ``FAR = #{neg: d < τ} / #neg``.  Folds as in :func:`kfold_accuracy`.
+    Every training split needs negatives and every held-out fold both classes (insightface would divide by
+    zero).
+    """
+    target = _check_rate(far, "far", allow_zero=False)
+    s, y = _scores_labels(scores, issame)
+    fold_of, k = _fold_assignment(s.size, n_folds, folds)
+    d = 2.0 - 2.0 * s
+    vals, fars, taus = np.empty(k), np.empty(k), np.empty(k)
+    for f in range(k):
+        test = fold_of == f
+        d_neg_train = np.sort(d[~test & ~y])
+        if d_neg_train.size == 0:
+            raise InvalidOptionError(f"val_at_far: the training folds of fold {f} hold no negative pair")
+        y_test = y[test]
+        n_same = int(y_test.sum())
+        if n_same == 0 or n_same == y_test.size:
+            raise InvalidOptionError(f"val_at_far: held-out fold {f} needs both positive and negative pairs")
+        far_train = np.searchsorted(d_neg_train, _INSIGHTFACE_VAL_GRID, side="left") / d_neg_train.size
+        tau = _slinear_legacy(far_train, _INSIGHTFACE_VAL_GRID, target) if far_train.max() >= target else 0.0
+        accept = d[test] < tau
+        vals[f] = np.count_nonzero(accept & y_test) / n_same
+        fars[f] = np.count_nonzero(accept & ~y_test) / (y_test.size - n_same)
+        taus[f] = tau
+    return ValResult(
+        val=float(np.mean(vals)),
+        val_std=float(np.std(vals)),
+        far=float(np.mean(fars)),
+        vals=vals,
+        fars=fars,
+        thresholds=taus,
+        target_far=target,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# IJB templates
+
+
+def _l2_normalise_rows(x: np.ndarray) -> np.ndarray:
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x))
+    return x / np.where(norms > 0, norms, 1.0)[:, None]
+
+
+def _feature_matrix(values: Any, name: str) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.ndim != 2:
+        raise InvalidOptionError(f"{name} must be 2-D (N, D), got shape {arr.shape}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise InvalidOptionError(f"{name} is empty (shape {arr.shape})")
+    if arr.dtype.kind not in "iuf":
+        raise InvalidOptionError(f"{name} must hold numbers, got dtype {arr.dtype}")
+    if not np.isfinite(arr).all():
+        raise InvalidOptionError(f"{name} contains NaN or infinite values")
+    return arr
+
+
+def _id_vector(values: Any, n: int, name: str, other: str) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise InvalidOptionError(f"{name} must be 1-D with one entry per row of {other} ({n}), got shape {arr.shape}")
+    return arr
+
+
+def pool_templates(
+    features: Any,
+    template_ids: Any,
+    media_ids: Any,
+    *,
+    faceness: Any = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """IJB template features (METHODS §8.3 step 3; arcface_torch ``eval_ijbc.py`` / opensphere).
+
+    Image features are optionally multiplied by their detector ``faceness`` score first (mode "D1"); they are
+    *not* normalised (mode "N1": the norm acts as a quality weight).  Within each template, images are
+    grouped by media id: media feature = mean of its images; template feature = **sum** of its media
+    features; finally L2-normalised.  E.g. media A = {v1}, media B = {v2, v3} → ``normalise(v1 + (v2+v3)/2)``.
+    Media ids are grouped per template (the same media id in two templates are two media).  A template
+    whose pooled feature is exactly zero stays zero.
+
+    Returns ``(unique_template_ids sorted, template_features)``; features are float32 for float32/float16
+    input, else float64.
+    """
+    feats = _feature_matrix(features, "features")
+    n = feats.shape[0]
+    tids = _id_vector(template_ids, n, "template_ids", "features")
+    mids = _id_vector(media_ids, n, "media_ids", "features")
+    out_dtype = np.float32 if feats.dtype in (np.float32, np.float16) else np.float64
+    x = feats.astype(np.float64)
+    if faceness is not None:
+        q = _as_float_array(faceness, "faceness")
+        if q.shape[0] != n:
+            raise InvalidOptionError(f"faceness must have one score per row of features ({n}), got {q.shape[0]}")
+        x = x * q[:, None]
+    try:
+        uniq_t, t_code = np.unique(tids, return_inverse=True)
+        _, m_code = np.unique(mids, return_inverse=True)
+    except TypeError as exc:
+        raise InvalidOptionError(f"template_ids and media_ids must be sortable ({exc})") from None
+    t_code = t_code.reshape(-1).astype(np.int64)
+    m_code = m_code.reshape(-1).astype(np.int64)
+    key = t_code * (int(m_code.max()) + 1) + m_code  # (template, media) pairs, ordered by template first
+    _, group = np.unique(key, return_inverse=True)
+    group = group.reshape(-1)
+    order = np.argsort(group, kind="stable")
+    g_sorted = group[order]
+    g_starts = np.flatnonzero(np.concatenate(([True], g_sorted[1:] != g_sorted[:-1])))
+    counts = np.diff(np.append(g_starts, n))
+    media_feats = np.add.reduceat(x[order], g_starts, axis=0) / counts[:, None]
+    media_template = t_code[order][g_starts]  # non-decreasing
+    t_starts = np.flatnonzero(np.concatenate(([True], media_template[1:] != media_template[:-1])))
+    template_feats = np.add.reduceat(media_feats, t_starts, axis=0)
+    return uniq_t, _l2_normalise_rows(template_feats).astype(out_dtype, copy=False)
+
+
+def verification_scores(
+    template_ids: Any,
+    template_features: Any,
+    pairs_t1: Any,
+    pairs_t2: Any,
+    *,
+    batch_size: int = 100_000,
+) -> np.ndarray:
+    """Cosine similarity of every listed template pair (METHODS §8.3 step 4), vectorised in batches.
+
+    ``template_ids`` (T,) and ``template_features`` (T, D) as returned by :func:`pool_templates`; rows are
+    L2-normalised here again, so any features give cosines.  ``pairs_t1[i]``, ``pairs_t2[i]`` are template
+    ids; an unknown id raises :class:`InvalidOptionError`.  ``batch_size`` pairs are scored at a time to
+    bound memory (``batch_size × D`` floats per side).  Returns float64 scores of shape (P,).
+    """
+    feats = _feature_matrix(template_features, "template_features")
+    tids = _id_vector(template_ids, feats.shape[0], "template_ids", "template_features")
+    batch = _check_int(batch_size, "batch_size", 1)
+    p1 = np.asarray(pairs_t1).reshape(-1) if np.ndim(pairs_t1) else np.asarray([pairs_t1])
+    p2 = np.asarray(pairs_t2).reshape(-1) if np.ndim(pairs_t2) else np.asarray([pairs_t2])
+    if p1.shape != p2.shape:
+        raise InvalidOptionError(f"pairs_t1 and pairs_t2 have different lengths ({p1.size} vs {p2.size})")
+    if p1.size == 0:
+        raise InvalidOptionError("no pairs to score (pairs_t1 is empty)")
+    try:
+        sorter = np.argsort(tids, kind="stable")
+        sorted_ids = tids[sorter]
+        if np.any(sorted_ids[1:] == sorted_ids[:-1]):
+            raise InvalidOptionError("template_ids contains duplicate ids")
+        rows = []
+        for name, p in (("pairs_t1", p1), ("pairs_t2", p2)):
+            pos = np.clip(np.searchsorted(sorted_ids, p), 0, sorted_ids.size - 1)
+            found = sorted_ids[pos] == p
+            if not np.all(found):
+                raise InvalidOptionError(
+                    f"{name} names template {p[~found][0]!r}, which is not in template_ids "
+                    f"({int(np.count_nonzero(~found))} unknown)"
+                )
+            rows.append(sorter[pos])
+    except TypeError as exc:
+        raise InvalidOptionError(f"pair template ids are not comparable with template_ids ({exc})") from None
+    work_dtype = np.float32 if feats.dtype == np.float32 else np.float64
+    normed = _l2_normalise_rows(feats.astype(np.float64)).astype(work_dtype, copy=False)
+    out = np.empty(p1.size, dtype=np.float64)
+    for start in range(0, p1.size, batch):
+        i1 = rows[0][start : start + batch]
+        i2 = rows[1][start : start + batch]
+        out[start : start + batch] = np.einsum("ij,ij->i", normed[i1], normed[i2])
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 1:N identification
+
+
+def _top_k_merge(current: np.ndarray, new: np.ndarray, k: int) -> np.ndarray:
+    both = np.concatenate((current, new))
+    if both.size <= k:
+        return both
+    return np.partition(both, both.size - k)[both.size - k :]
+
+
+def identification_metrics(
+    gallery_feats: Any,
+    gallery_ids: Any,
+    probe_feats: Any,
+    probe_ids: Any,
+    ranks: Sequence[int] = (1, 5, 10),
+    fpirs: Sequence[float] = (1e-2, 1e-1),
+    *,
+    definition: str = "nist",
+    batch_size: int | None = None,
+) -> IdentificationResult:
+    """1:N identification metrics (METHODS §8.4): rank-k accuracy (CMC) and TPIR@FPIR.
+
+    Similarity = cosine (both sides are L2-normalised here).  A probe is *mated* iff its id occurs in
+    ``gallery_ids``; a gallery may hold several entries of one subject (the mate score is then the best
+    one).  The rank of a mated probe is ``1 + #{non-mate gallery entries with score >= mate score}``: ties
+    with a non-mate count against the probe.  ``rank_accuracy[k]`` = fraction of mated probes with rank <= k.
+
+    * ``definition="nist"`` — the NIST / IJB open-set definition: non-mated searches are the probes whose
+      subject is not in the gallery.  ``FPIR(τ) = #{non-mated: top-1 score >= τ} / #non-mated`` and
+      ``TPIR(τ) = #{mated: mate at rank 1 and score >= τ} / #mated``; for each target FPIR the smallest
+      τ with ``FPIR(τ) <= target`` is used (the largest TPIR whose FPIR does not exceed the target).
+      TPIR is NaN without non-mated probes.  IJB runs the search against G1 and G2 separately; call once
+      per gallery and average.
+    * ``definition="toolbox"`` — insightface ``ijb_1n.py`` / opensphere (their published tables): every probe
+      must be mated (gallery = G1 ∪ G2); with N_q probes, τ = the ``ceil(FPIR·N_q)``-th largest of *all*
+      non-mate similarities (every probe × gallery score except the mates) and
+      ``TPIR = #{probes with mate score > τ} / N_q`` (no rank-1 condition).  If there are fewer non-mate
+      similarities than needed, τ = −inf.
+
+    Computed brute-force in numpy, ``batch_size`` probes at a time (default: about 16M similarities per
+    batch); float32 when both feature arrays are float32.
+    """
+    if definition not in ("nist", "toolbox"):
+        raise InvalidOptionError(f"unknown definition {definition!r}; choose 'nist' or 'toolbox'")
+    g = _feature_matrix(gallery_feats, "gallery_feats")
+    p = _feature_matrix(probe_feats, "probe_feats")
+    if g.shape[1] != p.shape[1]:
+        raise InvalidOptionError(f"gallery and probe features differ in dimension ({g.shape[1]} vs {p.shape[1]})")
+    g_ids = _id_vector(gallery_ids, g.shape[0], "gallery_ids", "gallery_feats")
+    p_ids = _id_vector(probe_ids, p.shape[0], "probe_ids", "probe_feats")
+    rank_list = [_check_int(r, "rank", 1) for r in ranks]
+    fpir_list = [_check_rate(f, "fpir", allow_zero=False) for f in fpirs]
+    n_g, n_q = g.shape[0], p.shape[0]
+    if batch_size is None:
+        batch = max(1, min(n_q, (1 << 24) // n_g))
+    else:
+        batch = _check_int(batch_size, "batch_size", 1)
+    try:
+        _, codes = np.unique(np.concatenate((g_ids, p_ids)), return_inverse=True)
+    except (TypeError, ValueError) as exc:
+        raise InvalidOptionError(f"gallery_ids and probe_ids must be comparable ({exc})") from None
+    codes = codes.reshape(-1)
+    g_code, p_code = codes[:n_g], codes[n_g:]
+    mated = np.isin(p_code, g_code)
+    n_mated = int(mated.sum())
+    if definition == "toolbox" and n_mated < n_q:
+        raise InvalidOptionError(
+            f"definition='toolbox' needs every probe's subject in the gallery (gallery = G1 ∪ G2), but "
+            f"{n_q - n_mated} of {n_q} probes are not; use definition='nist' for open-set searches"
+        )
+    work = np.float32 if (g.dtype == np.float32 and p.dtype == np.float32) else np.float64
+    g_n = _l2_normalise_rows(g.astype(np.float64)).astype(work, copy=False)
+    p_n = _l2_normalise_rows(p.astype(np.float64)).astype(work, copy=False)
+
+    mate_score = np.full(n_q, -np.inf)
+    rank = np.zeros(n_q, dtype=np.int64)  # 0 for non-mated probes
+    top1 = np.full(n_q, -np.inf)
+    k_needed = max(math.ceil(n_q * f) for f in fpir_list) if (definition == "toolbox" and fpir_list) else 0
+    nonmate_top = np.empty(0, dtype=work)
+    for start in range(0, n_q, batch):
+        stop = min(start + batch, n_q)
+        sims = p_n[start:stop] @ g_n.T
+        is_mate = p_code[start:stop, None] == g_code[None, :]
+        top1[start:stop] = sims.max(axis=1)
+        m_score = np.where(is_mate, sims, -np.inf).max(axis=1)
+        ahead = np.count_nonzero((sims >= m_score[:, None]) & ~is_mate, axis=1)
+        has_mate = mated[start:stop]
+        mate_score[start:stop] = np.where(has_mate, m_score, -np.inf)
+        rank[start:stop] = np.where(has_mate, ahead + 1, 0)
+        if k_needed:
+            nonmate_top = _top_k_merge(nonmate_top, sims[~is_mate], k_needed)
+
+    rank_accuracy = {
+        r: (float(np.count_nonzero(mated & (rank <= r))) / n_mated if n_mated else float("nan")) for r in rank_list
+    }
+    tpir: dict = {}
+    thresholds: dict = {}
+    if definition == "nist":
+        non_top = np.sort(top1[~mated])[::-1]
+        n_non = non_top.size
+        hit_rank1 = mated & (rank == 1)
+        for f in fpir_list:
+            if n_non == 0 or n_mated == 0:
+                tpir[f], thresholds[f] = float("nan"), float("nan")
+                continue
+            # largest number of false alarms c with c / n_non <= f
+            allowed = int(np.searchsorted(np.arange(n_non + 1) / n_non, f, side="right")) - 1
+            tau = float(non_top[allowed]) if allowed < n_non else -np.inf
+            thresholds[f] = tau
+            tpir[f] = float(np.count_nonzero(hit_rank1 & (mate_score > tau))) / n_mated
+    else:
+        desc = np.sort(nonmate_top)[::-1]
+        for f in fpir_list:
+            kth = math.ceil(n_q * f)
+            tau = float(desc[kth - 1]) if kth <= desc.size else -np.inf
+            thresholds[f] = tau
+            tpir[f] = float(np.count_nonzero(mate_score > tau)) / n_q
+    return IdentificationResult(
+        definition=definition,
+        rank_accuracy=rank_accuracy,
+        tpir=tpir,
+        thresholds=thresholds,
+        n_mated=n_mated,
+        n_nonmated=n_q - n_mated,
+    )

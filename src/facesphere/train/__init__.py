@@ -1,0 +1,1 @@
+"""Training: configuration, optimisation, checkpoints, the loop, distributed data / model parallelism (Partial FC)."""

@@ -1,0 +1,147 @@
+"""Deterministic, resumable training input: the sample order and every augmentation are functions of
+(seed, epoch, index), never of worker scheduling, so a run resumed at step k sees exactly the batches an
+uninterrupted run sees.
+
+* :class:`StepBatchSampler` yields, for micro-batch t (counted over the whole run), the keys ``(epoch, index)`` of
+  this rank's slice of global batch t: epoch = t // batches_per_epoch, a permutation seeded by (seed, epoch).
+* :class:`TrainSamples` maps a key to ``(image (3, H, W) float32, label)``: it loads the uint8 image, flips it with
+  probability 1/2 using ``numpy.random.default_rng([seed, epoch, index])`` and normalises it. A sample that cannot be
+  loaded becomes a :class:`~facesphere.data.datasets.BadSample` (policy ``skip``) that the collate function drops
+  and the loop counts, or raises (policy ``fail``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ..data.datasets import BadSample, build_dataset, collate_skip_bad
+from ..errors import DataError
+from .config import Config
+
+logger = logging.getLogger(__name__)
+
+LoadFn = Callable[[int], "tuple[np.ndarray, int]"]
+
+
+class StepBatchSampler(Sampler):
+    """Batches of ``(epoch, index)`` keys for micro-batches ``start .. total-1`` of a run (drop-last epochs)."""
+
+    def __init__(self, num_items: int, batch_size: int, seed: int, start: int, total: int,
+                 rank: int = 0, world_size: int = 1) -> None:
+        self.num_items, self.batch_size, self.seed = num_items, batch_size, seed
+        self.start, self.total, self.rank, self.world_size = start, total, rank, world_size
+        self.global_batch = batch_size * world_size
+        self.batches_per_epoch = num_items // self.global_batch
+        if self.batches_per_epoch < 1:
+            raise DataError(
+                f"the training set has {num_items} items, fewer than one global batch of {self.global_batch}; "
+                "lower data.batch_size"
+            )
+
+    def permutation(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, 0x5A3B1E, epoch]).permutation(self.num_items)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        cached_epoch, perm = -1, None
+        for t in range(self.start, self.total):
+            epoch, b = divmod(t, self.batches_per_epoch)
+            if epoch != cached_epoch:
+                cached_epoch, perm = epoch, self.permutation(epoch)
+            begin = b * self.global_batch + self.rank * self.batch_size
+            yield [(epoch, int(i)) for i in perm[begin : begin + self.batch_size]]
+
+    def __len__(self) -> int:
+        return max(self.total - self.start, 0)
+
+
+class TrainSamples(Dataset):
+    """``(epoch, index) -> (image (3, H, W) float32, label)`` with per-sample seeded flips."""
+
+    def __init__(self, load: LoadFn, num_items: int, *, seed: int, flip: bool, mean: float, std: float,
+                 color: str = "rgb", policy: str = "skip", describe: Callable[[int], str] | None = None) -> None:
+        self.load, self.num_items = load, num_items
+        self.seed, self.flip, self.mean, self.std, self.color, self.policy = seed, flip, mean, std, color, policy
+        self.describe = describe
+
+    def __len__(self) -> int:
+        return self.num_items
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch, index = key
+        try:
+            image, label = self.load(index)
+        except DataError as error:
+            if self.policy == "fail":
+                raise
+            logger.warning("skipping bad sample %d: %s", index, error)
+            source = self.describe(index) if self.describe else f"item {index}"
+            return BadSample(index, source, str(error))
+        if self.flip and np.random.default_rng([self.seed, epoch, index]).random() < 0.5:
+            image = image[:, ::-1]
+        if self.color == "bgr":
+            image = image[:, :, ::-1]
+        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
+        return tensor.sub_(self.mean).div_(self.std), int(label)
+
+
+class _SyntheticLoad:
+    """index -> (uint8 image, label) of a synthetic dataset (a picklable callable for DataLoader workers)."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __call__(self, index: int) -> tuple[np.ndarray, int]:
+        return self.dataset.image(index), int(self.dataset.labels[index])
+
+
+@dataclass
+class TrainSet:
+    samples: TrainSamples
+    num_classes: int
+    labels: np.ndarray
+    description: str
+
+
+def build_train_set(config: Config) -> TrainSet:
+    """The configured training data as a :class:`TrainSet` (synthetic identities or a dataset spec)."""
+    data = config.data
+    size = tuple(data.image_size)
+    if data.train == "synthetic":
+        from ..data.synthetic import SyntheticConfig, SyntheticFaceDataset
+
+        dataset = SyntheticFaceDataset(SyntheticConfig(
+            seed=config.train.seed, num_identities=data.synthetic_identities,
+            images_per_identity=data.synthetic_images_per_identity, difficulty=data.synthetic_difficulty,
+            identity_spread=data.synthetic_identity_spread, label_noise=data.synthetic_label_noise,
+            image_size=size[0],
+        ))
+        load = _SyntheticLoad(dataset)
+        description = (f"synthetic: {data.synthetic_identities} identities x {data.synthetic_images_per_identity} "
+                       f"images (difficulty {data.synthetic_difficulty})")
+        describe = None
+    else:
+        dataset = build_dataset(data.train, expected_size=size)
+        load = dataset.load_array
+        description = f"{data.train}: {len(dataset)} images, {dataset.num_classes} classes"
+        describe = dataset.source
+    samples = TrainSamples(load, len(dataset), seed=config.train.seed, flip=data.flip, mean=data.pixel_mean,
+                           std=data.pixel_std, color=data.color, policy=data.bad_samples, describe=describe)
+    return TrainSet(samples, int(dataset.num_classes), np.asarray(dataset.labels), description)
+
+
+def make_loader(train_set: TrainSet, config: Config, start: int, total: int, rank: int = 0,
+                world_size: int = 1) -> DataLoader:
+    sampler = StepBatchSampler(len(train_set.samples), config.data.batch_size, config.train.seed, start, total,
+                               rank, world_size)
+    workers = config.data.num_workers
+    return DataLoader(
+        train_set.samples, batch_sampler=sampler, num_workers=workers, collate_fn=collate_skip_bad,
+        pin_memory=torch.cuda.is_available(), persistent_workers=False,
+        prefetch_factor=4 if workers > 0 else None,
+    )

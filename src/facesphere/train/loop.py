@@ -1,0 +1,493 @@
+"""The training loop: one function, :func:`train`, from a resolved :class:`Config` to a trustworthy run directory.
+
+Run directory::
+
+    config.yaml            the resolved config (every default spelled out)
+    checkpoints/step_N.pt  atomic checkpoints (model, head, optimiser, scaler, counters, RNG states)
+    best.pt                the checkpoint with the best mean validation accuracy so far
+    metrics.jsonl          one JSON line per logged step and per validation
+    metrics.json           the summary: steps, images_per_second, val {set: {accuracy, accuracy_std, ...}}, ...
+    curves.png             loss / learning rate / accuracy curves (when matplotlib is installed)
+
+Determinism: the data order and augmentations depend only on (seed, epoch, index) (see :mod:`.data`), the learning
+rate only on the step, and every other piece of state is checkpointed, so ``train(resume=RUN_DIR)`` after a kill
+continues bit for bit on the CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..backbones import build_backbone
+from ..errors import FaceSphereError
+from ..heads import build_head
+from .checkpoint import (
+    CheckpointError,
+    latest_checkpoint,
+    load_checkpoint,
+    load_state_dict_checked,
+    prune_checkpoints,
+    save_checkpoint,
+)
+from .config import Config, config_from_dict, config_to_dict, save_config
+from .data import build_train_set, make_loader
+from .optim import build_optimizer, set_learning_rate
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingError(FaceSphereError):
+    """Training cannot go on (e.g. repeated non-finite losses); the message names the likely cause."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def default_run_dir(config: Config) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path("runs") / f"{stamp}-{config.head.name}-{config.model.backbone}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = Path(f"{base}-{n}")
+    return path
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    return module.module if hasattr(module, "module") and isinstance(module, nn.parallel.DistributedDataParallel) else module
+
+
+@dataclass
+class RunState:
+    step: int = 0
+    nonfinite_steps: int = 0
+    consecutive_nonfinite: int = 0
+    bad_samples: int = 0
+    seen_samples: int = 0
+    images_trained: int = 0
+    train_seconds: float = 0.0
+    best_accuracy: float = -1.0
+    best_step: int = -1
+    last_val: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "last_val"} | {
+            "last_val": json.dumps(self.last_val)
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunState":
+        state = cls(**{k: v for k, v in data.items() if k != "last_val"})
+        state.last_val = json.loads(data.get("last_val", "{}"))
+        return state
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached": float(np_state[4])},
+        "python": repr(random.getstate()),
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    import ast
+
+    random.setstate(ast.literal_eval(state["python"]))
+
+
+class MetricsLog:
+    """``metrics.jsonl``, appended and flushed line by line; on resume, lines past the checkpoint are dropped."""
+
+    def __init__(self, path: Path, resume_step: int | None) -> None:
+        self.path = path
+        if resume_step is not None and path.exists():
+            kept = [line for line in path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            path.write_text("".join(line + "\n" for line in kept))
+        self.handle = open(path, "a")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.handle.write(json.dumps(record) + "\n")
+        self.handle.flush()
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def _build_model(config: Config, num_classes: int, dist: Any) -> tuple[nn.Module, nn.Module]:
+    backbone = build_backbone(config.model.backbone, embed_dim=config.model.embed_dim, **config.model.options)
+    use_partial = dist.is_distributed or config.head.partial_fc_rate < 1.0
+    if use_partial:
+        from .partial_fc import PartialFC
+
+        head: nn.Module = PartialFC(config.head.name, config.model.embed_dim, num_classes,
+                                    sample_rate=config.head.partial_fc_rate, dist=dist, seed=config.train.seed,
+                                    **config.head.options)
+    else:
+        head = build_head(config.head.name, embed_dim=config.model.embed_dim, num_classes=num_classes,
+                          **config.head.options)
+    return backbone, head
+
+
+def _nonfinite_message(config: Config, count: int) -> str:
+    causes = [f"the learning rate (optim.lr={config.optim.lr}) is too high for this model / batch size",
+              f"the margin is too strong for this stage of training (head {config.head.name} "
+              f"{config.head.options or '(published defaults)'}); try a smaller m or a margin warm-up"]
+    if config.train.amp == "fp16":
+        causes.insert(0, "fp16 overflow (train.amp=fp16): try train.amp=bf16 or none")
+    return (f"the loss or gradients were non-finite for {count} consecutive steps; stopping instead of saving a NaN "
+            f"model. Likely causes: " + "; ".join(causes) + ".")
+
+
+def train(config: Config | None = None, *, out: str | Path | None = None, resume: str | Path | None = None,
+          progress: bool | None = None) -> dict[str, Any]:
+    """Train (or resume) a run; returns the ``metrics.json`` summary."""
+    from .distributed import cleanup_distributed, init_distributed
+
+    resume_path: Path | None = None
+    if resume is not None:
+        run_dir = Path(resume)
+        if not (run_dir / "config.yaml").is_file():
+            raise CheckpointError(f"{run_dir}: not a facesphere run directory (no config.yaml)")
+        import yaml
+
+        saved = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()), str(run_dir / "config.yaml"))
+        if config is not None and config.train.steps != saved.train.steps:
+            saved.train.steps = config.train.steps  # allow extending a finished run
+        config = saved
+        resume_path = latest_checkpoint(run_dir)
+    else:
+        config = config or Config()
+        run_dir = Path(out) if out is not None else default_run_dir(config)
+    tc = config.train
+    if tc.threads > 0:
+        torch.set_num_threads(tc.threads)
+    dist = init_distributed(tc.device)
+    device = dist.device if dist.is_distributed else resolve_device(tc.device)
+    main = dist.is_main
+    show = (not tc.quiet) if progress is None else progress
+    show = show and main
+
+    random.seed(tc.seed)
+    np.random.seed(tc.seed % 2**32)
+    torch.manual_seed(tc.seed)
+
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir / "config.yaml")
+    train_set = build_train_set(config)
+    backbone, head = _build_model(config, train_set.num_classes, dist)
+    if tc.channels_last:
+        backbone = backbone.to(memory_format=torch.channels_last)
+    backbone.to(device)
+    head.to(device)
+    optimizer = build_optimizer(backbone, head, config.optim)
+    amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(tc.amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=tc.amp == "fp16" and device.type == "cuda")
+
+    state = RunState()
+    if resume_path is not None:
+        checkpoint = load_checkpoint(_rank_path(resume_path, dist.rank), map_location=device)
+        load_state_dict_checked(backbone, checkpoint["backbone"], str(resume_path), "backbone")
+        load_state_dict_checked(head, checkpoint["head"], str(resume_path), "head")
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scaler.load_state_dict(checkpoint["scaler"])
+        state = RunState.from_dict(checkpoint["state"])
+        _set_rng_state(checkpoint["rng"])
+    model_for_eval = backbone
+    if dist.is_distributed:
+        backbone = nn.parallel.DistributedDataParallel(
+            backbone, device_ids=[device.index] if device.type == "cuda" else None)
+    if tc.compile:
+        backbone = torch.compile(backbone)
+
+    val_sets = _load_val_sets(config) if main else []
+    log = MetricsLog(run_dir / "metrics.jsonl", state.step if resume_path is not None else None) if main else None
+    writer = _tensorboard(run_dir) if main else None
+    accumulate = config.optim.accumulate
+    total = tc.steps
+    loader = make_loader(train_set, config, start=state.step * accumulate, total=total * accumulate,
+                         rank=dist.rank, world_size=dist.world_size)
+    batches = iter(loader)
+    bar = _progress(total, state.step, show)
+    if main and state.step == 0:
+        logger.info("training %s + %s on %s", config.model.backbone, config.head.name, train_set.description)
+
+    window_images, window_start, window_loss, window_correct, window_count = 0, time.perf_counter(), 0.0, 0, 0
+    extras: dict[str, torch.Tensor] = {}
+    backbone.train()
+    head.train()
+    try:
+        while state.step < total:
+            step_start = time.perf_counter()
+            lr = set_learning_rate(optimizer, state.step, total, config.optim)
+            optimizer.zero_grad(set_to_none=True)
+            finite, step_loss, step_images = True, 0.0, 0
+            for _ in range(accumulate):
+                images, labels, num_bad = next(batches)
+                state.bad_samples += int(num_bad)
+                state.seen_samples += int(labels.shape[0]) + int(num_bad)
+                _check_bad_fraction(state, config)
+                if labels.numel() == 0:
+                    continue
+                images = images.to(device, non_blocking=True)
+                labels = labels.to(device, non_blocking=True)
+                if tc.channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                    embeddings = backbone(images)
+                out = head(embeddings, labels)
+                loss = out.loss / accumulate
+                if not torch.isfinite(loss):
+                    finite = False
+                    break
+                scaler.scale(loss).backward()
+                extras = out.extras
+                step_loss += float(loss.detach())
+                step_images += int(labels.shape[0])
+                if out.logits is not None:
+                    window_correct += int((out.logits.detach().argmax(dim=1) == labels).sum())
+                    window_count += int(labels.shape[0])
+            if finite:
+                scaler.unscale_(optimizer)
+                params = [p for p in backbone.parameters() if p.grad is not None]
+                if config.optim.clip_grad_norm > 0:
+                    grad_norm = torch.nn.utils.clip_grad_norm_(params, config.optim.clip_grad_norm)
+                else:
+                    grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])) if params \
+                        else torch.zeros(())
+                if not torch.isfinite(grad_norm) and not scaler.is_enabled():
+                    finite = False
+            if finite:
+                scaler.step(optimizer)
+                scaler.update()
+                state.consecutive_nonfinite = 0
+            else:
+                optimizer.zero_grad(set_to_none=True)
+                if scaler.is_enabled():
+                    scaler.update(scaler.get_scale() / 2)
+                state.nonfinite_steps += 1
+                state.consecutive_nonfinite += 1
+                logger.warning("step %d: non-finite loss or gradients, step skipped (%d in a row)",
+                               state.step + 1, state.consecutive_nonfinite)
+                if state.consecutive_nonfinite >= tc.max_nonfinite_steps:
+                    raise TrainingError(_nonfinite_message(config, state.consecutive_nonfinite))
+            state.step += 1
+            state.images_trained += step_images * dist.world_size
+            state.train_seconds += time.perf_counter() - step_start
+            window_images += step_images * dist.world_size
+            window_loss += step_loss
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{lr:.3g}",
+                                ips=f"{state.images_trained / max(state.train_seconds, 1e-9):.0f}")
+            if main and (state.step % tc.log_every == 0 or state.step == total):
+                elapsed = time.perf_counter() - window_start
+                steps_in_window = tc.log_every if state.step % tc.log_every == 0 else state.step % tc.log_every
+                record = {"step": state.step, "loss": window_loss / max(steps_in_window, 1), "lr": lr,
+                          "images_per_second": window_images / max(elapsed, 1e-9),
+                          "bad_samples": state.bad_samples, "nonfinite_steps": state.nonfinite_steps}
+                if window_count:
+                    record["train_accuracy"] = window_correct / window_count
+                record |= {k: float(v) for k, v in extras.items() if v.numel() == 1}
+                log.write(record)
+                if writer is not None:
+                    for key, value in record.items():
+                        if key != "step":
+                            writer.add_scalar(f"train/{key}", value, state.step)
+                if bar is None and not tc.quiet:
+                    print(f"step {state.step}/{total} loss {record['loss']:.4f} lr {lr:.4g} "
+                          f"{record['images_per_second']:.0f} img/s", file=sys.stderr)
+                window_images, window_start, window_loss, window_correct, window_count = 0, time.perf_counter(), 0.0, 0, 0
+            validate_now = tc.val_every > 0 and state.step % tc.val_every == 0 and state.step < total
+            if main and (validate_now or state.step == total) and val_sets:
+                _validate(model_for_eval, val_sets, config, device, state, log, writer, run_dir, backbone, head,
+                          optimizer, scaler, dist)
+            if (state.step % tc.checkpoint_every == 0 or state.step == total):
+                _save(run_dir / "checkpoints" / f"step_{state.step}.pt", backbone, head, optimizer, scaler, state,
+                      config, dist)
+                if main:
+                    prune_checkpoints(run_dir, tc.keep_checkpoints)
+    finally:
+        if bar is not None:
+            bar.close()
+        if log is not None:
+            log.close()
+        if writer is not None:
+            writer.close()
+        del batches
+        cleanup_distributed()
+
+    summary = {
+        "steps": state.step,
+        "images_per_second": state.images_trained / max(state.train_seconds, 1e-9),
+        "train_seconds": state.train_seconds,
+        "val": state.last_val,
+        "best": {"step": state.best_step, "accuracy": state.best_accuracy},
+        "nonfinite_steps": state.nonfinite_steps,
+        "bad_samples": state.bad_samples,
+        "run_dir": str(run_dir),
+    }
+    if main:
+        from .checkpoint import atomic_write_text
+
+        atomic_write_text(run_dir / "metrics.json", json.dumps(summary, indent=2))
+        if tc.plots:
+            _plot_curves(run_dir)
+        summary["table"] = results_table(summary)
+    return summary
+
+
+def _rank_path(path: Path, rank: int) -> Path:
+    return path if rank == 0 else path.with_name(path.stem + f".rank{rank}.pt")
+
+
+def _save(path: Path, backbone, head, optimizer, scaler, state: RunState, config: Config, dist) -> None:
+    payload = {
+        "format": "facesphere-checkpoint-1",
+        "backbone": unwrap(backbone).state_dict(),
+        "head": head.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+        "state": state.as_dict(),
+        "rng": _rng_state(),
+        "config": json.dumps(config_to_dict(config)),
+    }
+    save_checkpoint(payload, _rank_path(path, dist.rank))
+
+
+def _check_bad_fraction(state: RunState, config: Config) -> None:
+    limit = config.data.max_bad_fraction
+    if state.seen_samples >= 1000 and state.bad_samples > limit * state.seen_samples:
+        raise TrainingError(
+            f"{state.bad_samples} of the {state.seen_samples} samples read so far could not be loaded, more than "
+            f"data.max_bad_fraction={limit}; the dataset looks broken: run 'facesphere data verify' on it"
+        )
+
+
+def _load_val_sets(config: Config) -> list[Any]:
+    from ..evaluate.verification import load_verification_set
+
+    data = config.data
+    return [
+        load_verification_set(spec, image_size=data.image_size, seed=config.train.seed,
+                              pairs_per_fold=data.synthetic_val_pairs_per_fold,
+                              difficulty=data.synthetic_difficulty, identity_spread=data.synthetic_identity_spread)
+        for spec in data.val
+    ]
+
+
+def _validate(model, val_sets, config, device, state, log, writer, run_dir, backbone, head, optimizer, scaler, dist):
+    from ..evaluate.verification import evaluate
+
+    results = {}
+    for vset in val_sets:
+        results[vset.name] = evaluate(model, vset, device=device, mean=config.data.pixel_mean,
+                                      std=config.data.pixel_std, color=config.data.color,
+                                      batch_size=max(config.data.batch_size, 64))
+    state.last_val = results
+    mean_accuracy = float(np.mean([r["accuracy"] for r in results.values()]))
+    if log is not None:
+        log.write({"step": state.step, "val": results})
+    if writer is not None:
+        for name, metrics in results.items():
+            writer.add_scalar(f"val/{name}/accuracy", metrics["accuracy"], state.step)
+    if mean_accuracy > state.best_accuracy:
+        state.best_accuracy, state.best_step = mean_accuracy, state.step
+        _save(run_dir / "best.pt", backbone, head, optimizer, scaler, state, config, dist)
+
+
+def _progress(total: int, initial: int, show: bool):
+    if not show:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, desc="train")
+
+
+def _tensorboard(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:  # noqa: BLE001 - tensorboard is optional
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+def results_table(summary: dict[str, Any]) -> str:
+    """A plain-text results table of the validation metrics."""
+    lines = [f"steps {summary['steps']}, {summary['images_per_second']:.1f} images/s, "
+             f"non-finite steps {summary['nonfinite_steps']}, bad samples {summary['bad_samples']}"]
+    val = summary.get("val") or {}
+    if val:
+        keys = ["accuracy", "accuracy_std", "auc", "eer"] + sorted(
+            {k for m in val.values() for k in m if k.startswith("tar@")}, key=lambda k: -float(k.split("=")[1]))
+        header = f"{'set':<14}" + "".join(f"{k:>16}" for k in keys)
+        lines += [header, "-" * len(header)]
+        for name, metrics in val.items():
+            cells = []
+            for key in keys:
+                value = metrics.get(key)
+                if value is None:
+                    cells.append(f"{'—':>16}")
+                elif key in ("accuracy", "accuracy_std") or key.startswith("tar@"):
+                    cells.append(f"{100 * value:>15.2f}%")
+                else:
+                    cells.append(f"{value:>16.4f}")
+            lines.append(f"{name:<14}" + "".join(cells))
+    return "\n".join(lines)
+
+
+def _plot_curves(run_dir: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logger.info("matplotlib is not installed: no curves.png")
+        return
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    train_records = [r for r in records if "loss" in r]
+    val_records = [r for r in records if "val" in r]
+    if not train_records:
+        return
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    steps = [r["step"] for r in train_records]
+    axes[0].plot(steps, [r["loss"] for r in train_records])
+    axes[0].set(title="training loss", xlabel="step")
+    axes[1].plot(steps, [r["lr"] for r in train_records])
+    axes[1].set(title="learning rate", xlabel="step")
+    if any("train_accuracy" in r for r in train_records):
+        axes[2].plot([r["step"] for r in train_records if "train_accuracy" in r],
+                     [r["train_accuracy"] for r in train_records if "train_accuracy" in r], label="train (batch)")
+    for name in sorted({n for r in val_records for n in r["val"]}):
+        axes[2].plot([r["step"] for r in val_records if name in r["val"]],
+                     [r["val"][name]["accuracy"] for r in val_records if name in r["val"]], "o-", label=f"val {name}")
+    axes[2].set(title="accuracy", xlabel="step", ylim=(0, 1))
+    axes[2].legend()
+    fig.tight_layout()
+    fig.savefig(run_dir / "curves.png", dpi=100)
+    plt.close(fig)
+
+
+__all__ = ["train", "TrainingError", "results_table"]
