@@ -203,6 +203,9 @@ def train(config: Config | None = None, *, out: str | Path | None = None, resume
     head.to(device)
     optimizer = build_optimizer(backbone, head, config.optim)
     amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(tc.amp)
+    if tc.amp == "fp16" and device.type != "cuda":
+        logger.warning("train.amp=fp16 needs CUDA (the grad scaler); using bf16 autocast on %s", device.type)
+        amp_dtype = torch.bfloat16
     scaler = torch.amp.GradScaler(device.type, enabled=tc.amp == "fp16" and device.type == "cuda")
 
     state = RunState()
