@@ -116,20 +116,54 @@ def _split(n: int, parts: int) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
 
 
-def time_inline(fn, n: int) -> float:
-    start = time.perf_counter()
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of the given processes so far (Linux ``/proc``; 0 elsewhere)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / _TICKS
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+class _Clock:
+    """Wall time, and CPU time of this process plus ``pids``."""
+
+    def __init__(self, pids: list[int] | None = None):
+        self.pids = pids or []
+        self.wall = time.perf_counter()
+        self.cpu = time.process_time() + _cpu_seconds(self.pids)
+
+    def stop(self) -> tuple[float, float]:
+        return time.perf_counter() - self.wall, time.process_time() + _cpu_seconds(self.pids) - self.cpu
+
+
+def time_inline(fn, n: int) -> tuple[float, float]:
+    """(images/s, CPU microseconds per image)."""
+    clock = _Clock()
     fn((0, n))
-    return n / (time.perf_counter() - start)
+    wall, cpu = clock.stop()
+    return n / wall, cpu / n * 1e6
 
 
-def time_pool(pool, fn, n: int, workers: int) -> float:
-    start = time.perf_counter()
+def time_pool(pool, fn, n: int, workers: int) -> tuple[float, float]:
+    clock = _Clock([p.pid for p in getattr(pool, "_pool", [])])
     done = sum(pool.map(fn, _split(n, workers), chunksize=1))
-    return done / (time.perf_counter() - start)
+    wall, cpu = clock.stop()
+    return done / wall, cpu / done * 1e6
 
 
-def time_loader(loader) -> tuple[float, float]:
-    """(steady-state images/s from the first batch to the last, full-epoch images/s)."""
+def time_loader(loader) -> tuple[float, float, float]:
+    """(steady-state images/s from the first batch to the last, full-epoch images/s, CPU us per image)."""
+    iterator = getattr(loader, "_iterator", None)
+    pids = [w.pid for w in getattr(iterator, "_workers", [])]
+    clock = _Clock(pids)
     start = time.perf_counter()
     first_t = None
     first_n = 0
@@ -140,8 +174,9 @@ def time_loader(loader) -> tuple[float, float]:
             first_t = time.perf_counter()
             first_n = n
     end = time.perf_counter()
+    _, cpu = clock.stop()
     steady = (n - first_n) / (end - first_t) if first_t is not None and end > first_t else float("nan")
-    return steady, n / (end - start)
+    return steady, n / (end - start), cpu / max(n, 1) * 1e6
 
 
 def machine() -> str:
@@ -205,58 +240,59 @@ def main(argv: list[str] | None = None) -> int:
         with ctx.Pool(w) as pool:
             pool.map(_decode_range, _split(min(n, 64 * w), w))  # warm the pool
             for _ in range(args.repeats):
-                add("decode_1", time_inline(_decode_range, n))
-                add("decode_tf_1", time_inline(_decode_transform_range, n))
-                add("decode_w", time_pool(pool, _decode_range, n, w))
-                add("decode_tf_w", time_pool(pool, _decode_transform_range, n, w))
+                for key, (rate, cpu) in (
+                    ("decode_1", time_inline(_decode_range, n)),
+                    ("decode_tf_1", time_inline(_decode_transform_range, n)),
+                    ("decode_w", time_pool(pool, _decode_range, n, w)),
+                    ("decode_tf_w", time_pool(pool, _decode_transform_range, n, w)),
+                ):
+                    add(key, rate)
+                    add(f"{key}_cpu", cpu)
                 for name, loader in loaders.items():
-                    steady, full = time_loader(loader)
+                    steady, full, cpu = time_loader(loader)
                     add(f"loader_{name}", steady)
                     add(f"loader_{name}_full", full)
+                    add(f"loader_{name}_cpu", cpu)
         load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         med = {k: statistics.median(v) for k, v in results.items()}
         base = med["decode_w"]
 
         rows = [
-            ("decode, 1 process", med["decode_1"], None),
-            ("decode + flip + normalise, 1 process", med["decode_tf_1"], None),
-            (f"decode, {w} processes (baseline)", med["decode_w"], None),
-            (f"decode + flip + normalise, {w} processes", med["decode_tf_w"], None),
-            (f"loader from RecordIO, {w} workers (default)", med["loader_rec"], med["loader_rec_full"]),
-            (f"loader from folder, {w} workers (default)", med["loader_folder"], med["loader_folder_full"]),
-            (
-                f"loader from RecordIO, {w} workers, normalise in the workers",
-                med["loader_rec_worker"],
-                med["loader_rec_worker_full"],
-            ),
-            (
-                f"loader from RecordIO, {w} workers, uint8 batches (normalise on the GPU)",
-                med["loader_rec_u8"],
-                med["loader_rec_u8_full"],
-            ),
+            ("decode, 1 process", "decode_1", False),
+            ("decode + flip + normalise, 1 process", "decode_tf_1", False),
+            (f"decode, {w} processes (baseline)", "decode_w", False),
+            (f"decode + flip + normalise, {w} processes", "decode_tf_w", False),
+            (f"loader from RecordIO, {w} workers (default)", "loader_rec", True),
+            (f"loader from folder, {w} workers (default)", "loader_folder", True),
+            (f"loader from RecordIO, {w} workers, normalise in the workers", "loader_rec_worker", True),
+            (f"loader from RecordIO, {w} workers, uint8 batches (normalise on the GPU)", "loader_rec_u8", True),
         ]
+        base_cpu = med["decode_w_cpu"]
         lines = [
             f"machine: {machine()}; torch {torch.__version__}, {platform.python_implementation()} "
             f"{platform.python_version()}",
             f"data: {n} images, {what}, mean {mean_kb:.1f} KiB; batch {args.batch_size}; "
             f"medians of {args.repeats} repeats; 1-min load average {load_start:.2f} -> {load_end:.2f}",
             "",
-            "| measurement | images/s | full epoch images/s | ratio to baseline |",
-            "|---|---:|---:|---:|",
+            "| measurement | images/s | full epoch images/s | ratio to baseline | CPU us/image | CPU ratio |",
+            "|---|---:|---:|---:|---:|---:|",
         ]
-        for name, rate, full in rows:
-            full_s = f"{full:,.0f}" if full is not None else ""
-            lines.append(f"| {name} | {rate:,.0f} | {full_s} | {rate / base:.2f} |")
+        for name, key, is_loader in rows:
+            rate, cpu = med[key], med[f"{key}_cpu"]
+            full_s = f"{med[key + '_full']:,.0f}" if is_loader else ""
+            lines.append(
+                f"| {name} | {rate:,.0f} | {full_s} | {rate / base:.2f} | {cpu:,.0f} | {base_cpu / cpu:.2f} |"
+            )
         lines.append("")
         ratio_rec = med["loader_rec"] / base
         ratio_folder = med["loader_folder"] / base
         verdict = "meets" if min(ratio_rec, ratio_folder) >= 0.85 else "misses"
         lines.append(
-            f"loader/raw-decode ratio (same process count): RecordIO {ratio_rec:.2f}, folder {ratio_folder:.2f} -> "
-            f"{verdict} the 0.85 target (normalising in the workers: {med['loader_rec_worker'] / base:.2f}; uint8 "
-            f"batches: {med['loader_rec_u8'] / base:.2f}); against a single decoding "
-            f"process: RecordIO {med['loader_rec'] / med['decode_1']:.2f}, folder "
-            f"{med['loader_folder'] / med['decode_1']:.2f}"
+            f"loader/raw-decode throughput ratio (same process count): RecordIO {ratio_rec:.2f}, folder "
+            f"{ratio_folder:.2f} -> {verdict} the 0.85 target (normalising in the workers: "
+            f"{med['loader_rec_worker'] / base:.2f}; uint8 batches: {med['loader_rec_u8'] / base:.2f}). CPU ratio = "
+            f"baseline CPU per image / this CPU per image (all processes; less sensitive to other load): RecordIO "
+            f"{base_cpu / med['loader_rec_cpu']:.2f}, folder {base_cpu / med['loader_folder_cpu']:.2f}"
         )
         print("\n".join(lines))
         if args.json:

@@ -35,7 +35,8 @@ import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from types import MappingProxyType
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -46,6 +47,8 @@ from ..errors import InvalidOptionError
 __all__ = [
     "ARCFACE_TEMPLATE_112",
     "EVAL_IDENTITY_OFFSET",
+    "IDENTIFICATION_OFFSET",
+    "NUISANCE_MAGNITUDES",
     "SyntheticConfig",
     "SyntheticFaces",
     "SyntheticFaceDataset",
@@ -643,7 +646,7 @@ class _Identity:
             th = p["brow_th"] * (1.0 - 0.55 * bt**1.5)
             bxs.append(_cv(np.concatenate([bx, bx[::-1]])))
             bys.append(_cv(np.concatenate([by - th / 2, (by + th / 2)[::-1]])))
-        g["brow_x"], g["brow_y"] = np.stack(bxs), np.stack(bys)
+        g["brow_xy"] = np.stack([np.stack(bxs), np.stack(bys)], axis=-1)  # (brow, point, xy) canvas units
         w = 0.6 + 0.4 * bt
         g["brow_w"] = np.concatenate([w, w[::-1]]) * _SS
         # mouth shapes
@@ -661,6 +664,23 @@ class _Identity:
             d.line(g["lower_lid"][e], fill=self.c["lower_lid"], width=1)
         if not _SHARED_DRAW[0]:
             self.base = np.array(im)
+        # per eye: a box around it and the pixels outside the eye opening (lid lines included), which are restored
+        # from the canvas after the iris is drawn -- an exact clip of the iris to the opening
+        opening = Image.new("L", (_CANVAS, _CANVAS), 0)
+        do = ImageDraw.Draw(opening)
+        for e in range(2):
+            do.polygon(g["sclera"][e], fill=255)
+            do.line(g["lid"][e], fill=0, width=3)
+        opening_np = np.asarray(opening)
+        g["eye_clip"] = []
+        for ex in (p["le_x"], p["re_x"]):
+            x0, x1 = int(_cv(ex - ew - 2.0)), int(_cv(ex + ew + 2.0)) + 1
+            y0, y1 = int(_cv(ey - eh * 1.6 - 2.0)), int(_cv(ey + eh * 1.2 + 2.0)) + 1
+            outside = opening_np[y0:y1, x0:x1] == 0
+            g["eye_clip"].append((slice(y0, y1), slice(x0, x1), np.ascontiguousarray(outside[..., None])))
+        g["iris_r"] = p["iris_radius"] * _SS
+        g["pupil_r"] = p["iris_radius"] * 0.45 * _SS
+        g["glint_r"] = 0.55 * _SS
 
     def mask_geometry(self) -> dict[str, Any]:
         g = self.g
@@ -687,49 +707,80 @@ _HAT_COLOURS = ((30, 34, 60), (150, 30, 30), (40, 40, 40), (200, 200, 190), (60,
 _FRAME_COLOURS = ((20, 20, 22), (90, 60, 40), (160, 160, 165), (40, 40, 90))
 
 
-def _image_nuisances(rng: np.random.Generator, d: float) -> dict[str, float]:
+#: Per-image nuisance magnitudes at ``difficulty = 1``; every entry is multiplied by the difficulty (probabilities are
+#: capped at 0.9, the background colour spread and the yaw at their listed limits).  Documented in docs/synthetic.md.
+NUISANCE_MAGNITUDES: Mapping[str, float] = MappingProxyType({
+    "roll_sd_deg": 4.5,          # in-plane rotation, normal sd (clipped at 2.5 sd, as every normal draw)
+    "yaw_sd_deg": 10.0,          # out-of-plane turn (horizontal remap of a depth bump), normal sd; |yaw| <= 40 deg
+    "scale_log_sd": 0.045,       # log scale, normal sd
+    "shift_sd_px": 1.8,          # x and y shift in 112-frame pixels, normal sd each
+    "smile_mean": 0.18,          # smile (mouth corners up, wider mouth); 1 = broad smile
+    "smile_sd": 0.32,
+    "mouth_open_sd": 0.30,       # open mouth = max(0, N(-0.25 sd, sd)); 1 = 7 px gap
+    "brow_raise_sd_px": 1.0,
+    "gaze_sd_px": 0.7,           # iris shift (x; half of it in y)
+    "blink_p": 0.03,
+    "light_elev_sd_deg": 24.0,   # light direction away from frontal (|normal|, capped at 75 deg), uniform azimuth
+    "light_strength": 0.20,      # directional share of the shading: 0.30 + strength * U(0, 1)
+    "exposure_log_sd": 0.13,
+    "colour_cast_sd": 0.035,     # red and blue gains, normal sd
+    "background_colour": 1.0,    # fraction of a random background colour mixed into grey (capped at 1)
+    "background_gradient": 30.0,  # linear ramp amplitude (grey levels at the frame edge), times U(0, 1)
+    "background_texture": 20.0,  # smooth-noise amplitude, times U(0, 1)
+    "glasses_p": 0.12,           # of which 30% sunglasses
+    "mask_p": 0.05,
+    "hat_p": 0.05,
+    "blur_p": 0.25,              # 1-3 passes of a [1 2 1] blur
+    "lowres_p": 0.08,            # 2x (60%) or 4x (40%) block down-sampling
+    "noise_max": 5.0,            # Gaussian sensor noise sd (grey levels), times U(0, 1)
+})
+
+
+def _image_nuisances(rng: np.random.Generator, d: float) -> dict[str, Any]:
     """Per-image nuisance draws; every magnitude and probability is proportional to the difficulty ``d``."""
     n = np.clip(rng.standard_normal(16), -2.5, 2.5).tolist()
     u = rng.random(32).tolist()
+    m = NUISANCE_MAGNITUDES
 
-    def prob(base: float) -> float:
-        return min(0.9, base * d)
+    def prob(key: str) -> float:
+        return min(0.9, m[key] * d)
 
     yaw_max = math.radians(40.0)
     return {
-        "roll": math.radians(6.0) * d * n[0],
-        "yaw": max(-yaw_max, min(yaw_max, math.radians(14.0) * d * n[1])),
-        "scale": math.exp(0.06 * d * n[2]),
-        "dx": 2.5 * d * n[3],
-        "dy": 2.5 * d * n[4],
-        "smile": d * (0.25 + 0.45 * n[5]),
-        "open": d * max(0.0, 0.40 * n[6] - 0.10),
-        "brow_raise": 1.4 * d * n[7],
-        "gaze_x": 1.0 * d * n[8],
-        "gaze_y": 0.5 * d * n[9],
-        "blink": u[0] < prob(0.04),
+        "roll": math.radians(m["roll_sd_deg"]) * d * n[0],
+        "yaw": max(-yaw_max, min(yaw_max, math.radians(m["yaw_sd_deg"]) * d * n[1])),
+        "scale": math.exp(m["scale_log_sd"] * d * n[2]),
+        "dx": m["shift_sd_px"] * d * n[3],
+        "dy": m["shift_sd_px"] * d * n[4],
+        "smile": d * (m["smile_mean"] + m["smile_sd"] * n[5]),
+        "open": d * m["mouth_open_sd"] * max(0.0, n[6] - 0.25),
+        "brow_raise": m["brow_raise_sd_px"] * d * n[7],
+        "gaze_x": m["gaze_sd_px"] * d * n[8],
+        "gaze_y": 0.5 * m["gaze_sd_px"] * d * n[9],
+        "blink": u[0] < prob("blink_p"),
         "light_az": 2.0 * math.pi * u[1],
-        "light_el": min(math.radians(75.0), math.radians(32.0) * d * abs(n[10])),
-        "light_k": 0.30 + 0.30 * min(d, 1.5) * u[2],
-        "exposure": math.exp(0.18 * d * n[11]),
-        "cast_r": 0.05 * d * n[12],
-        "cast_b": 0.05 * d * n[13],
+        "light_el": min(math.radians(75.0), math.radians(m["light_elev_sd_deg"]) * d * abs(n[10])),
+        "light_k": 0.30 + m["light_strength"] * d * u[2],
+        "exposure": math.exp(m["exposure_log_sd"] * d * n[11]),
+        "cast_r": m["colour_cast_sd"] * d * n[12],
+        "cast_b": m["colour_cast_sd"] * d * n[13],
+        "bg_mix": min(1.0, m["background_colour"] * d),
         "bg_grey": 30.0 + 195.0 * u[3],
         "bg_tint": (u[4] - 0.5, u[5] - 0.5, u[6] - 0.5),
         "bg_sat": 110.0 * u[7],
-        "bg_grad": 40.0 * d * u[8],
+        "bg_grad": m["background_gradient"] * d * u[8],
         "bg_grad_dir": 2.0 * math.pi * u[9],
-        "bg_tex": 28.0 * d * u[10],
+        "bg_tex": m["background_texture"] * d * u[10],
         "bg_off": (u[11], u[12]),
-        "glasses": u[13] < prob(0.15),
+        "glasses": u[13] < prob("glasses_p"),
         "sunglasses": u[14] < 0.3,
-        "mask": u[15] < prob(0.06),
-        "hat": u[16] < prob(0.07),
-        "blur": u[17] < prob(0.35),
+        "mask": u[15] < prob("mask_p"),
+        "hat": u[16] < prob("hat_p"),
+        "blur": u[17] < prob("blur_p"),
         "blur_passes": 1 + int(3.0 * u[18]),
-        "lowres": u[19] < prob(0.12),
+        "lowres": u[19] < prob("lowres_p"),
         "lowres_f": 2 if u[20] < 0.6 else 4,
-        "noise": 7.0 * d * u[21],
+        "noise": m["noise_max"] * d * u[21],
         "noise_off": (u[22], u[23]),
         "jpeg_u": u[24],
         "jpeg_q": 30.0 + 60.0 * u[25],
@@ -746,28 +797,21 @@ def _draw_features(d: ImageDraw.ImageDraw, ident: _Identity, q: dict[str, Any]) 
             d.polygon(g["sclera"][e], fill=c["skin"])
             d.line(g["blink"][e], fill=c["blink"], width=2)
     else:
-        # iris and pupil of both eyes, clipped inside the eye opening (below the lid line): (eye, circle, point)
-        ex, side = g["eye_x"], g["eye_side"]
-        ew, eh, ey, tilt = p["eye_w"], p["eye_h"], p["eye_y"], p["eye_tilt"]
-        cxs = ex + q["gaze_x"] + g["radii"] * _COS16
-        cys = ey + q["gaze_y"] * 0.5 + g["radii"] * _SIN16
-        tt = np.clip((cxs - ex) / ew, -1.0, 1.0)
-        one = 1.0 - tt * tt
-        by = ey - tilt * ew * tt * side
-        cys = np.minimum(np.maximum(cys, by - eh * 1.05 * one**0.75 + 0.7), by + eh * 0.8 * one**1.1 - 0.2)
-        pts = np.empty(cxs.shape + (2,))
-        pts[..., 0] = (cxs + _MARGIN) * _SS
-        pts[..., 1] = (cys + _MARGIN) * _SS
-        pts = pts.reshape(2, 2, -1).tolist()
-        for e in range(2):
-            d.polygon(pts[e][0], fill=c["iris"])
-            d.polygon(pts[e][1], fill=c["pupil"])
-            hx, hy = float(ex[e, 0, 0]) + q["gaze_x"] + 0.9, ey + q["gaze_y"] * 0.5 - 1.0
-            d.ellipse(_box(hx, hy, 0.55, 0.55), fill=(250, 250, 250, 255))
+        # iris, pupil and glint as plain circles; the caller then restores everything outside the eye openings
+        # from the identity's canvas (an exact clip, see _Identity and _clip_eyes)
+        gx, gy = q["gaze_x"] * _SS, q["gaze_y"] * 0.5 * _SS
+        ri, rp, rg = g["iris_r"], g["pupil_r"], g["glint_r"]
+        ycen = _cv(p["eye_y"]) + gy
+        for ex in (p["le_x"], p["re_x"]):
+            xc = _cv(ex) + gx
+            d.ellipse((xc - ri, ycen - ri, xc + ri, ycen + ri), fill=c["iris"])
+            d.ellipse((xc - rp, ycen - rp, xc + rp, ycen + rp), fill=c["pupil"])
+            d.ellipse((xc + 1.8 - rg, ycen - 2.0 - rg, xc + 1.8 + rg, ycen - 2.0 + rg), fill=(250, 250, 250, 255))
     # brows
-    by = g["brow_y"] - q["brow_raise"] * g["brow_w"]
-    for bx, byy in zip(g["brow_x"], by):
-        d.polygon(np.stack([bx, byy], axis=-1).ravel().tolist(), fill=c["brow"])
+    brows = g["brow_xy"].copy()
+    brows[..., 1] -= q["brow_raise"] * g["brow_w"]
+    for poly in brows.reshape(2, -1).tolist():
+        d.polygon(poly, fill=c["brow"])
     # mouth
     t = _T13
     smile = min(1.3, max(-0.5, q["smile"]))
@@ -788,6 +832,13 @@ def _draw_features(d: ImageDraw.ImageDraw, ident: _Identity, q: dict[str, Any]) 
     d.polygon(_poly(xx, np.concatenate([up_top, line[::-1]])), fill=c["lip_up"])
     d.polygon(_poly(xx, np.concatenate([lo_top, lo_bot[::-1]])), fill=c["lip_low"])
     d.line(_poly(xs, line), fill=c["lip_line"], width=2)
+
+
+def _clip_eyes(canvas: np.ndarray, ident: _Identity) -> None:
+    """Restore the pixels around the eyes that lie outside the eye openings (iris overdraw) from the base canvas."""
+    base = ident.base
+    for ys, xs, outside in ident.g["eye_clip"]:
+        np.copyto(canvas[ys, xs], base[ys, xs], where=outside)
 
 
 def _draw_occluders(d: ImageDraw.ImageDraw, ident: _Identity, q: dict[str, Any]) -> None:
@@ -981,10 +1032,17 @@ class SyntheticFaces:
         im = _writable_view(canvas)
         draw = ImageDraw.Draw(im)
         _draw_features(draw, ident, q)
+        if not _SHARED_DRAW[0]:  # Pillow copied the buffer: fetch the pixels back
+            canvas = np.array(im)
+        if not q["blink"]:
+            _clip_eyes(canvas, ident)
         if q["mask"] or q["glasses"] or q["hat"]:
+            if not _SHARED_DRAW[0]:
+                im = Image.fromarray(canvas, mode="RGBA")
+                draw = ImageDraw.Draw(im)
             _draw_occluders(draw, ident, q)
-        if not _SHARED_DRAW[0]:
-            canvas = np.asarray(im)
+            if not _SHARED_DRAW[0]:
+                canvas = np.array(im)
         flat = canvas.view(np.uint32).reshape(-1)
 
         # inverse pose map (output pixel -> canonical frame), then canvas pixel coordinates
@@ -1005,10 +1063,15 @@ class SyntheticFaces:
             sig, depth = 0.58 * p["face_ax"], 0.9 * p["face_ax"]
             src = np.linspace(-120.0, 120.0, 241)
             fwd = src * math.cos(yaw) + depth * math.sin(yaw) * (np.exp(-0.5 * ((src - cxr) / sig) ** 2) - 0.6)
-            # np.interp is fast here: neighbouring pixels fall in neighbouring table intervals
-            cu = np.interp(qx, fwd, src).astype(np.float32)
-            cu *= ss
-            cu += np.float32(off)
+            # inverse of the remap tabulated finely (0.05 px steps) on a uniform grid of posed x, directly in canvas
+            # pixels; a nearest lookup then costs one gather (the sampling below is nearest-pixel anyway)
+            lo, n_tab = -102.4, 4096
+            inv = np.interp(lo + (204.8 / n_tab) * np.arange(n_tab), fwd, src)
+            lut = (inv * _SS + off).astype(np.float32)
+            pos = qx * np.float32(n_tab / 204.8)
+            pos += np.float32(-lo * n_tab / 204.8 + 0.5)
+            np.clip(pos, 0.0, n_tab - 1, out=pos)
+            cu = np.take(lut, pos.astype(np.int32))
         else:
             cu = X * np.float32(a * _SS) + Y * np.float32(b * _SS)
             cu += np.float32(cx0 * _SS + off)
@@ -1051,7 +1114,7 @@ class SyntheticFaces:
         # background: colour (grey at difficulty 0), linear gradient, smooth texture
         sensor, smooth = _pools(size)
         side = sensor.shape[1]
-        dd = min(d, 1.0)
+        dd = q["bg_mix"]
         col = np.array([128.0, 128.0, 128.0]) + dd * (
             q["bg_grey"] - 128.0 + q["bg_sat"] * np.array(q["bg_tint"]) * 2.0)
         gain = np.array([1.0 + q["cast_r"], 1.0, 1.0 + q["cast_b"]]) * q["exposure"]

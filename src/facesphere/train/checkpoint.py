@@ -83,10 +83,11 @@ def prune_checkpoints(run_dir: str | Path, keep: int) -> None:
     if keep <= 0:
         return
     for _, path in list_checkpoints(run_dir)[:-keep]:
-        try:
-            path.unlink()
-        except OSError:
-            pass
+        for shard in [path, *path.parent.glob(f"{path.stem}.rank*.pt")]:  # the other ranks' files of that step
+            try:
+                shard.unlink()
+            except OSError:
+                pass
 
 
 def load_state_dict_checked(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str, what: str) -> None:

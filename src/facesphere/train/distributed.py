@@ -8,16 +8,18 @@ the collectives are identities and no process group is created.
 Gradient scaling convention (METHODS §6.6 step 4)
 --------------------------------------------------
 The backbone is data parallel (DDP), the classification head is model parallel (Partial FC): every rank all-gathers
-the embeddings of the global batch (B_g = world·B rows), computes the logits of *its* class shard for all B_g rows and
-the global-batch mean loss L. The gradient each rank obtains w.r.t. the gathered (B_g, D) embeddings is the part of
-∂L/∂X_g that flows through its own classes; summing these over the ranks gives the full ∂L/∂X_g.
-:func:`all_gather_with_grad` therefore all-reduces (SUM) the incoming gradient and keeps this rank's B rows, which is
-exactly ∂L/∂x_r — the single-process gradient of those rows on the concatenated batch. DDP then *averages* the
-backbone gradients over the ranks, (1/W)·Σ_r J_rᵀ g_r, whereas single-process training on the global batch would
-give Σ_r J_rᵀ ∂L/∂x_r. To make the two equal, the embedding gradient is multiplied by the world size W
-(``grad_scale=world_size``, what arcface_torch's all-gather does and what :class:`~facesphere.train.partial_fc.PartialFC`
-passes by default): after DDP's averaging the backbone receives exactly the gradient of single-process training on
-the global batch, so learning rates carry over unchanged between 1 and W processes (for the same global batch).
+the embeddings of the global batch (B_g = Σ_r B_r rows, world·B with equal per-rank batches), computes the logits of
+*its* class shard for all B_g rows and the global-batch mean loss L. The gradient each rank obtains w.r.t. the
+gathered (B_g, D) embeddings is the part of ∂L/∂X_g that flows through its own classes; summing these over the ranks
+gives the full ∂L/∂X_g. :func:`all_gather_with_grad` therefore all-reduces (SUM) the incoming gradient and keeps
+this rank's B rows, which is exactly ∂L/∂x_r — the single-process gradient of those rows on the concatenated batch.
+DDP then *averages* the backbone gradients over the ranks, (1/W)·Σ_r J_rᵀ g_r, whereas single-process training on
+the global batch would give Σ_r J_rᵀ ∂L/∂x_r. To make the two equal, the embedding gradient is multiplied by the
+world size W (``grad_scale=world_size``, what arcface_torch's all-gather does and what
+:class:`~facesphere.train.partial_fc.PartialFC` passes by default): after DDP's averaging the backbone receives
+exactly the gradient of single-process training on the global batch, so learning rates carry over unchanged between
+1 and W processes (for the same global batch).
+This holds for unequal per-rank batch sizes too (pass ``sizes``), since DDP divides by W whatever the batch sizes.
 
 Terms of the loss that every rank computes in full from the gathered embeddings (rather than through its own class
 shard) must contribute their gradient once, not W times; :func:`scale_grad` (identity forward, gradient × factor)
@@ -47,6 +49,7 @@ __all__ = [
     "get_dist_info",
     "all_gather_with_grad",
     "all_gather_nograd",
+    "gather_sizes",
     "reduce_mean",
     "scale_grad",
     "barrier",
@@ -186,45 +189,69 @@ def barrier() -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+def _gather(x: torch.Tensor, sizes: list[int] | None) -> torch.Tensor:
+    """all_gather + cat in rank order; with ``sizes`` (rows per rank) the ranks may hold different row counts."""
+    world = dist.get_world_size()
+    x = x.contiguous()
+    if sizes is None or all(n == x.shape[0] for n in sizes):
+        parts = [torch.empty_like(x) for _ in range(world)]
+        dist.all_gather(parts, x)
+        return torch.cat(parts, dim=0)
+    if len(sizes) != world or sizes[dist.get_rank()] != x.shape[0]:
+        raise InvalidOptionError(f"sizes={sizes} do not match the world size {world} / this rank's {x.shape[0]} rows")
+    padded = x.new_zeros((max(sizes), *x.shape[1:]))
+    padded[: x.shape[0]] = x
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[:n] for part, n in zip(parts, sizes)], dim=0)
+
+
 class _AllGather(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, grad_scale: float) -> torch.Tensor:
-        world, rank = dist.get_world_size(), dist.get_rank()
-        ctx.rank, ctx.rows, ctx.grad_scale = rank, x.shape[0], float(grad_scale)
-        parts = [torch.empty_like(x, memory_format=torch.contiguous_format) for _ in range(world)]
-        dist.all_gather(parts, x.contiguous())
-        return torch.cat(parts, dim=0)
+    def forward(ctx, x: torch.Tensor, grad_scale: float, sizes: list[int] | None) -> torch.Tensor:
+        rank = dist.get_rank()
+        ctx.offset = rank * x.shape[0] if sizes is None else sum(sizes[:rank])
+        ctx.rows, ctx.grad_scale = x.shape[0], float(grad_scale)
+        return _gather(x, sizes)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         grad = grad.contiguous().clone()  # the incoming buffer may be shared; all_reduce works in place
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
-        mine = grad.narrow(0, ctx.rank * ctx.rows, ctx.rows)
+        mine = grad.narrow(0, ctx.offset, ctx.rows)
         mine = mine * ctx.grad_scale if ctx.grad_scale != 1.0 else mine.clone()
-        return mine, None
+        return mine, None, None
 
 
-def all_gather_with_grad(x: torch.Tensor, grad_scale: float = 1.0) -> torch.Tensor:
-    """(B, ...) on every rank -> (world·B, ...) in rank order, differentiable.
+def gather_sizes(rows: int, device: torch.device | str = "cpu") -> list[int]:
+    """The row counts of every rank (a tiny all-gather and a host sync); ``[rows]`` in a single process.
 
-    Backward: the (world·B, ...) gradient is all-reduced (SUM) over the ranks and this rank's B rows are returned,
+    ``device`` must be a device the backend can communicate on (the CUDA device with NCCL).
+    """
+    if not _active():
+        return [int(rows)]
+    return [int(n) for n in _gather(torch.tensor([int(rows)], device=device), None).tolist()]
+
+
+def all_gather_with_grad(x: torch.Tensor, grad_scale: float = 1.0, sizes: list[int] | None = None) -> torch.Tensor:
+    """(B, ...) on every rank -> (Σ B, ...) in rank order, differentiable.
+
+    Backward: the gathered gradient is all-reduced (SUM) over the ranks and this rank's B rows are returned,
     multiplied by ``grad_scale``. With ``grad_scale=1`` the result is the exact gradient of Σ_ranks(loss_rank) w.r.t.
     this rank's rows; ``grad_scale=world_size`` compensates DDP's averaging of the backbone gradients (module
-    docstring). Every rank must pass the same shape. Without an active multi-process group ``x`` is returned as is.
+    docstring). Without ``sizes`` every rank must pass the same shape; with ``sizes`` (:func:`gather_sizes`) the row
+    counts may differ. Without an active multi-process group ``x`` is returned as is.
     """
     if not _active():
         return x
-    return _AllGather.apply(x, grad_scale)
+    return _AllGather.apply(x, grad_scale, None if sizes is None else [int(n) for n in sizes])
 
 
-def all_gather_nograd(x: torch.Tensor) -> torch.Tensor:
-    """(B, ...) on every rank -> (world·B, ...) in rank order, without autograd (labels, indices)."""
+def all_gather_nograd(x: torch.Tensor, sizes: list[int] | None = None) -> torch.Tensor:
+    """(B, ...) on every rank -> (Σ B, ...) in rank order, without autograd (labels, indices); ``sizes`` as above."""
     if not _active():
         return x
-    x = x.detach().contiguous()
-    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, x)
-    return torch.cat(parts, dim=0)
+    return _gather(x.detach(), sizes)
 
 
 def reduce_mean(value: torch.Tensor | float) -> float:

@@ -1,0 +1,37 @@
+"""The trainer under torch.distributed: 2 Gloo processes on the CPU, DDP backbone + Partial FC head."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from facesphere.train.distributed import spawn_gloo
+from tests.train.conftest import TINY
+
+
+def _train_rank(info, out: str, extra: list[str]):
+    from facesphere.train.config import load_config
+    from facesphere.train.loop import train
+
+    config = load_config(None, TINY + ["--train.steps", "4", "--train.checkpoint_every", "2", *extra])
+    summary = train(config, out=out, progress=False)
+    from facesphere.train.checkpoint import load_checkpoint
+
+    name = "step_4.pt" if info.rank == 0 else f"step_4.rank{info.rank}.pt"  # this rank's own final checkpoint
+    checkpoint = load_checkpoint(Path(out) / "checkpoints" / name)
+    return {"steps": summary["steps"], "backbone": checkpoint["backbone"], "head": checkpoint["head"]}
+
+
+def test_two_process_ddp_with_partial_fc(tmp_path):
+    out = str(tmp_path / "run")
+    results = spawn_gloo(_train_rank, 2, out, ["--head.partial_fc_rate", "0.5"])
+    assert [r["steps"] for r in results] == [4, 4]
+    for key, value in results[0]["backbone"].items():  # DDP keeps the backbone replicas identical
+        assert torch.equal(value, results[1]["backbone"][key]), key
+    # the head is sharded: 12 classes -> 6 + 6 rows
+    assert results[0]["head"]["head.weight"].shape[0] + results[1]["head"]["head.weight"].shape[0] == 12
+    metrics = json.loads((Path(out) / "metrics.json").read_text())
+    assert metrics["steps"] == 4 and "synthetic" in metrics["val"]
+    assert (Path(out) / "checkpoints" / "step_4.rank1.pt").is_file()
