@@ -594,8 +594,7 @@ def _render_base(p: dict[str, Any]) -> np.ndarray:
 
 
 _T13 = np.linspace(-1.0, 1.0, 13)
-_ANG = np.linspace(0.0, 2.0 * np.pi, 16, endpoint=False)
-_COS16, _SIN16 = np.cos(_ANG), np.sin(_ANG)
+_GAZE_X, _GAZE_Y = 0.45, 0.3  # the iris centre stays within these fractions of the eye's half width / height
 
 
 class _Identity:
@@ -633,9 +632,6 @@ class _Identity:
             g["lid"].append(_poly(xs, up))
             g["lower_lid"].append(_poly(xs[2:-2], lo[2:-2]))
             g["blink"].append(_poly(xs, base_y + 0.8 * lo_shape))
-        g["eye_x"] = np.array([p["le_x"], p["re_x"]])[:, None, None]
-        g["eye_side"] = np.array([-1.0, 1.0])[:, None, None]
-        g["radii"] = np.array([p["iris_radius"], p["iris_radius"] * 0.45])[None, :, None]
         # brows: polygon x fixed, y = y0 - raise * w (canvas units)
         bt = np.linspace(0.0, 1.0, 9)
         bxs, bys = [], []
@@ -673,9 +669,12 @@ class _Identity:
             do.line(g["lid"][e], fill=0, width=3)
         opening_np = np.asarray(opening)
         g["eye_clip"] = []
+        r = p["iris_radius"]
+        hx = max(ew, _GAZE_X * ew + r) + 2.0  # the iris never leaves these boxes (gaze is clipped to the eye)
+        hy = max(eh * 1.6, _GAZE_Y * eh + r) + 2.0
         for ex in (p["le_x"], p["re_x"]):
-            x0, x1 = int(_cv(ex - ew - 2.0)), int(_cv(ex + ew + 2.0)) + 1
-            y0, y1 = int(_cv(ey - eh * 1.6 - 2.0)), int(_cv(ey + eh * 1.2 + 2.0)) + 1
+            x0, x1 = int(_cv(ex - hx)), int(_cv(ex + hx)) + 1
+            y0, y1 = int(_cv(ey - hy)), int(_cv(ey + hy)) + 1
             outside = opening_np[y0:y1, x0:x1] == 0
             g["eye_clip"].append((slice(y0, y1), slice(x0, x1), np.ascontiguousarray(outside[..., None])))
         g["iris_r"] = p["iris_radius"] * _SS
@@ -756,7 +755,7 @@ def _image_nuisances(rng: np.random.Generator, d: float) -> dict[str, Any]:
         "open": d * m["mouth_open_sd"] * max(0.0, n[6] - 0.25),
         "brow_raise": m["brow_raise_sd_px"] * d * n[7],
         "gaze_x": m["gaze_sd_px"] * d * n[8],
-        "gaze_y": 0.5 * m["gaze_sd_px"] * d * n[9],
+        "gaze_y": 0.5 * m["gaze_sd_px"] * d * n[9],  # both clipped to the eye (see _GAZE_X, _GAZE_Y)
         "blink": u[0] < prob("blink_p"),
         "light_az": 2.0 * math.pi * u[1],
         "light_el": min(math.radians(75.0), math.radians(m["light_elev_sd_deg"]) * d * abs(n[10])),
@@ -799,7 +798,8 @@ def _draw_features(d: ImageDraw.ImageDraw, ident: _Identity, q: dict[str, Any]) 
     else:
         # iris, pupil and glint as plain circles; the caller then restores everything outside the eye openings
         # from the identity's canvas (an exact clip, see _Identity and _clip_eyes)
-        gx, gy = q["gaze_x"] * _SS, q["gaze_y"] * 0.5 * _SS
+        gx = max(-_GAZE_X * p["eye_w"], min(_GAZE_X * p["eye_w"], q["gaze_x"])) * _SS
+        gy = max(-_GAZE_Y * p["eye_h"], min(_GAZE_Y * p["eye_h"], q["gaze_y"])) * _SS
         ri, rp, rg = g["iris_r"], g["pupil_r"], g["glint_r"]
         ycen = _cv(p["eye_y"]) + gy
         for ex in (p["le_x"], p["re_x"]):
@@ -1057,8 +1057,7 @@ class SyntheticFaces:
         if abs(yaw) > 1e-4:
             qx = X * np.float32(a) + Y * np.float32(b)
             qx += np.float32(cx0)
-            # yaw: a Gaussian depth bump z(x) seen rotated -> monotone horizontal remap; its inverse is tabulated on a
-            # uniform grid of posed x and applied with a linear lookup
+            # yaw: a Gaussian depth bump z(x) seen rotated -> a monotone horizontal remap (|yaw| <= 40 deg keeps it so)
             cxr = p["face_cx"] - _POSE_CENTRE[0]
             sig, depth = 0.58 * p["face_ax"], 0.9 * p["face_ax"]
             src = np.linspace(-120.0, 120.0, 241)

@@ -41,7 +41,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import Config, config_from_dict, config_to_dict, save_config
-from .data import build_train_set, make_loader
+from .data import build_train_set, make_loader, normalize
 from .optim import build_optimizer, set_learning_rate
 
 logger = logging.getLogger(__name__)
@@ -253,7 +253,7 @@ def train(config: Config | None = None, *, out: str | Path | None = None, resume
                 _check_bad_fraction(state, config)
                 if labels.numel() == 0:
                     continue
-                images = images.to(device, non_blocking=True)
+                images = normalize(images.to(device, non_blocking=True), config.data.pixel_mean, config.data.pixel_std)
                 labels = labels.to(device, non_blocking=True)
                 if tc.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
