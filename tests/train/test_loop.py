@@ -139,3 +139,11 @@ def test_shipped_recipe_starts_on_tiny_fake_data(path, tmp_path):
                                 "--train.threads", "2", "--train.plots", "false", "--train.quiet", "true"])
     summary = train(config, out=tmp_path / "run", progress=False)
     assert summary["steps"] == 1 and summary["nonfinite_steps"] == 0
+
+
+def test_gradient_accumulation_and_adamw_run(tmp_path, tiny_overrides):
+    config = load_config(None, tiny_overrides + ["--train.steps", "3", "--optim.accumulate", "2",
+                                                 "--data.batch_size", "8", "--optim.optimizer", "adamw",
+                                                 "--optim.lr", "0.001", "--data.val", "[]", "--head.name", "arcface"])
+    summary = train(config, out=tmp_path / "run", progress=False)
+    assert summary["steps"] == 3 and summary["nonfinite_steps"] == 0

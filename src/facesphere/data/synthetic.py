@@ -209,7 +209,9 @@ _HAIR = [  # (cumulative probability, rgb): black, dark brown, brown, blonde, re
     (0.96, (138, 136, 133)),
     (1.00, (206, 204, 199)),
 ]
-_IRIS = [(0.45, (72, 46, 30)), (0.65, (40, 28, 22)), (0.80, (78, 110, 150)), (0.90, (86, 112, 70)), (1.0, (120, 96, 58))]
+_IRIS = [  # brown, dark brown, blue, green, hazel
+    (0.45, (72, 46, 30)), (0.65, (40, 28, 22)), (0.80, (78, 110, 150)), (0.90, (86, 112, 70)), (1.0, (120, 96, 58)),
+]
 _N_FRECKLES = 40
 _N_MOLES = 3
 _TEX = 6  # side of the identity's low-frequency skin-texture grid
@@ -512,8 +514,8 @@ def _render_base(p: dict[str, Any]) -> np.ndarray:
         if beard == 3:
             chin_y = cy + p["face_low"] - 1.0
             gy0 = my + p["lip_low"] + 1.5
-            db.polygon(_poly([mx - 5.5, mx + 5.5, mx + 4.0, mx, mx - 4.0], [gy0, gy0, chin_y - 2, chin_y + 1, chin_y - 2]),
-                       fill=255)
+            db.polygon(_poly([mx - 5.5, mx + 5.5, mx + 4.0, mx, mx - 4.0],
+                             [gy0, gy0, chin_y - 2, chin_y + 1, chin_y - 2]), fill=255)
 
     # hair on the top and at the sides, hugging the face outline
     if style > 0:
@@ -692,9 +694,10 @@ class _Identity:
             ys = np.concatenate([[top + 2, top - 1.5, top + 2], (ly + 1.5)[::-1]])
             g["mask_poly"] = _poly(xs, ys)
             bottom = p["face_cy"] + p["face_low"]
-            g["mask_lines"] = [_poly([cx - ax * 0.6, cx + ax * 0.6], [top + k * (bottom - top), top + k * (bottom - top) + 0.5])
-                               for k in (0.3, 0.55)]
-            g["mask_straps"] = [_poly([cx + s * ax * 0.93, cx + s * ax * 1.02], [top + 3, p["ear_y"] - 4]) for s in (-1, 1)]
+            pleats = [top + k * (bottom - top) for k in (0.3, 0.55)]
+            g["mask_lines"] = [_poly([cx - ax * 0.6, cx + ax * 0.6], [y, y + 0.5]) for y in pleats]
+            g["mask_straps"] = [_poly([cx + s * ax * 0.93, cx + s * ax * 1.02], [top + 3, p["ear_y"] - 4])
+                                for s in (-1, 1)]
         return g
 
 
@@ -972,7 +975,8 @@ class SyntheticFaces:
 
     @staticmethod
     def _check_identity(identity: Any) -> int:
-        if isinstance(identity, bool) or not isinstance(identity, (int, np.integer)) or not 0 <= identity < _MAX_IDENTITY:
+        bad_type = isinstance(identity, bool) or not isinstance(identity, (int, np.integer))
+        if bad_type or not 0 <= identity < _MAX_IDENTITY:
             raise InvalidOptionError(f"identity must be an integer in [0, 2**31), got {identity!r}")
         return int(identity)
 
@@ -1469,7 +1473,8 @@ def write_synthetic_folder(
     cfg = SyntheticConfig(seed=seed, num_identities=num_identities, images_per_identity=images_per_identity,
                           difficulty=difficulty, label_noise=label_noise, identity_spread=identity_spread,
                           image_size=image_size, cache_size=1)
-    if isinstance(jpeg_quality, bool) or not isinstance(jpeg_quality, (int, np.integer)) or not 1 <= jpeg_quality <= 100:
+    bad_type = isinstance(jpeg_quality, bool) or not isinstance(jpeg_quality, (int, np.integer))
+    if bad_type or not 1 <= jpeg_quality <= 100:
         raise InvalidOptionError(f"jpeg_quality must be an integer in [1, 100], got {jpeg_quality!r}")
     workers = _check_nonneg_int(workers, "workers", 0)
     root = Path(out_dir)
@@ -1508,7 +1513,8 @@ def write_synthetic_folder(
             methods = multiprocessing.get_all_start_methods()
             ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
             with ctx.Pool(workers) as pool:
-                for n in pool.imap_unordered(_write_identity, tasks, chunksize=max(1, min(16, len(tasks) // (8 * workers)))):
+                chunksize = max(1, min(16, len(tasks) // (8 * workers)))
+                for n in pool.imap_unordered(_write_identity, tasks, chunksize=chunksize):
                     bar.update(n)
     finally:
         bar.close()
