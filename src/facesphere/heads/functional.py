@@ -29,7 +29,8 @@ class _NormalizedLinear(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             grad_weight = grad_scaled.t() @ x  # (C, D): plain weight gradient / ‖W_j‖
             # tangent projection: subtract (W_j·G_j)/‖W_j‖² · W_j
-            radial = (grad_weight * weight).sum(dim=1).mul_(inv_norm).mul_(inv_norm)
+            # row-wise dot products W_j·G_j as a batched (1 x D)(D x 1) product: no C x D temporary
+            radial = torch.bmm(grad_weight.unsqueeze(1), weight.unsqueeze(2)).view(-1).mul_(inv_norm).mul_(inv_norm)
             grad_weight.addcmul_(weight, radial.unsqueeze(1), value=-1.0)
         return grad_x, grad_weight
 
