@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data import default_collate
 
 from ..errors import DataError, InvalidOptionError, UnknownNameError
-from .image import decode_image, is_image_file
+from .image import decode_image, is_image_file, read_image_bytes
 from .transforms import Compose, Normalize, ToCHWTensor, build_eval_transform
 
 __all__ = [
@@ -115,18 +115,6 @@ class FaceDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         arr, label = self.load_array(index)
         return self.transform(arr), label
-
-
-def _read_file(path: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such image file") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a directory, expected an image file") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read image file: {exc.strerror or exc}") from None
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -211,7 +199,7 @@ class ImageFolderDataset(FaceDataset):
 
     def _load(self, index: int) -> tuple[bytes, int, str]:
         path = self.paths[index]
-        return _read_file(path), int(self.labels[index]), path
+        return read_image_bytes(path), int(self.labels[index]), path
 
     def __repr__(self) -> str:
         return f"ImageFolderDataset({self.root!r}, images={len(self)}, classes={self.num_classes})"
@@ -370,7 +358,7 @@ class ListFileDataset(FaceDataset):
     def _load(self, index: int) -> tuple[bytes, int, str]:
         path = self.paths[index]
         try:
-            data = _read_file(path)
+            data = read_image_bytes(path)
         except DataError as exc:
             raise DataError(f"{exc} (listed at {self.list_file}:{self.line_numbers[index]})") from None
         return data, int(self.labels[index]), path

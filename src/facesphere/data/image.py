@@ -148,16 +148,21 @@ def read_image(
 ) -> np.ndarray:
     """Read and decode one image file (see :func:`decode_image`); a missing/unreadable file is a DataError."""
     p = os.fspath(path)
+    return decode_image(read_image_bytes(p), source=p, expected_size=expected_size, color=color)
+
+
+def read_image_bytes(path: str | os.PathLike[str]) -> bytes:
+    """The encoded bytes of image file ``path``; a missing / unreadable file raises :class:`DataError` naming it."""
+    p = os.fspath(path)
     try:
         with open(p, "rb") as f:
-            data = f.read()
+            return f.read()
     except FileNotFoundError:
         raise DataError(f"{p}: no such image file") from None
     except IsADirectoryError:
         raise DataError(f"{p}: is a directory, expected an image file") from None
     except OSError as exc:
         raise DataError(f"{p}: cannot read image file: {exc.strerror or exc}") from None
-    return decode_image(data, source=p, expected_size=expected_size, color=color)
 
 
 def image_size(data: bytes, *, source: str) -> tuple[int, int]:

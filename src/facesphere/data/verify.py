@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError, UnknownNameError
-from .datasets import _labels_from_tokens, _read_file, _split_scheme, detect_format, parse_list_file
+from .datasets import _labels_from_tokens, _split_scheme, detect_format, parse_list_file
+from .image import read_image_bytes
 from .image import decode_image, is_image_file
 
 __all__ = ["VerifyReport", "verify_dataset", "VERIFY_SCHEMES"]
@@ -140,7 +141,7 @@ def _check_bytes(data: bytes, source: str, expected_size: tuple[int, int] | None
 
 def _check_file(path: str, expected_size: tuple[int, int] | None) -> tuple[str | None, str | None]:
     try:
-        data = _read_file(path)
+        data = read_image_bytes(path)
     except DataError as exc:
         return None, str(exc)
     return _check_bytes(data, path, expected_size)

@@ -285,6 +285,19 @@ def parse_overrides(args: list[str]) -> list[tuple[str, str]]:
     return pairs
 
 
+def _check_registry_options(section: str, name: str, options: dict[str, Any], defaults: dict[str, Any],
+                            section_cls: type) -> None:
+    """Reject options the registry entry ``name`` does not take; convert the rest to their defaults' types."""
+    kind = "head" if section == "head" else "backbone"
+    for key, value in list(options.items()):
+        if key not in defaults:
+            raise ConfigError(
+                f"unknown option {section}.{key} for {kind} {name!r}; valid: {', '.join(sorted(defaults)) or '(none)'}"
+                f" (and {', '.join(sorted(_section_types(section_cls)))})"
+            )
+        options[key] = convert_like(value, defaults[key], f"{section}.{key}")
+
+
 def validate(config: Config) -> Config:
     """Check choices and the head / backbone options against their registries (types from the defaults)."""
     from ..backbones import BACKBONES
@@ -299,24 +312,11 @@ def validate(config: Config) -> Config:
         BACKBONES[config.model.backbone]
     except UnknownNameError as error:
         raise ConfigError(str(error)) from None
-    defaults = head_options(config.head.name)
-    for key, value in list(config.head.options.items()):
-        if key not in defaults:
-            raise ConfigError(
-                f"unknown option head.{key} for head {config.head.name!r}; valid: "
-                f"{', '.join(sorted(defaults)) or '(none)'} (and {', '.join(sorted(_section_types(HeadConfig)))})"
-            )
-        config.head.options[key] = convert_like(value, defaults[key], f"head.{key}")
     from ..backbones import backbone_options
 
-    backbone_defaults = backbone_options(config.model.backbone)
-    for key, value in list(config.model.options.items()):
-        if key not in backbone_defaults:
-            raise ConfigError(
-                f"unknown option model.{key} for backbone {config.model.backbone!r}; valid: "
-                f"{', '.join(sorted(backbone_defaults)) or '(none)'} (and {', '.join(sorted(_section_types(ModelConfig)))})"
-            )
-        config.model.options[key] = convert_like(value, backbone_defaults[key], f"model.{key}")
+    _check_registry_options("head", config.head.name, config.head.options, head_options(config.head.name), HeadConfig)
+    _check_registry_options("model", config.model.backbone, config.model.options,
+                            backbone_options(config.model.backbone), ModelConfig)
     if len(config.data.image_size) != 2:
         raise ConfigError(f"data.image_size must be [H, W], got {config.data.image_size}")
     positive = [("data.batch_size", config.data.batch_size), ("train.steps", config.train.steps),
