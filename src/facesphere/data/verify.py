@@ -28,8 +28,7 @@ import numpy as np
 
 from ..errors import DataError, UnknownNameError
 from .datasets import _labels_from_tokens, _split_scheme, detect_format, parse_list_file
-from .image import read_image_bytes
-from .image import decode_image, is_image_file
+from .image import decode_image, is_image_file, read_image_bytes
 
 __all__ = ["VerifyReport", "verify_dataset", "VERIFY_SCHEMES"]
 
