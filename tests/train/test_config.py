@@ -23,7 +23,7 @@ def test_dotted_overrides_are_typed():
     assert config.head.name == "arcface" and config.head.options == {"m": 0.45}
     assert config.optim.lr == 0.05 and config.train.steps == 7
     assert config.data.val == ["synthetic", "bin:x.bin"]
-    assert config.model.options == {"batchnorm": True}
+    assert config.model.options == {"batchnorm": True, "channels": (16, 32, 64, 128)}
 
 
 def test_integer_head_option_becomes_float_and_tuple_options():

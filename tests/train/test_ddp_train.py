@@ -28,7 +28,9 @@ def test_two_process_ddp_with_partial_fc(tmp_path):
     out = str(tmp_path / "run")
     results = spawn_gloo(_train_rank, 2, out, ["--head.partial_fc_rate", "0.5"])
     assert [r["steps"] for r in results] == [4, 4]
-    for key, value in results[0]["backbone"].items():  # DDP keeps the backbone replicas identical
+    for key, value in results[0]["backbone"].items():  # DDP keeps the backbone weights identical
+        if "running_" in key or "num_batches_tracked" in key:
+            continue  # BatchNorm statistics are per rank (rank 0's are broadcast at the next forward)
         assert torch.equal(value, results[1]["backbone"][key]), key
     # the head is sharded: 12 classes -> 6 + 6 rows
     assert results[0]["head"]["head.weight"].shape[0] + results[1]["head"]["head.weight"].shape[0] == 12
