@@ -448,7 +448,7 @@ def test_zero_margin_is_normalised_softmax(name):
     ce = F.cross_entropy(expected_logits, y)
     if head.divide_by_s:
         ce = ce / head.s
-    assert out.loss.item() == pytest.approx(float(ce), abs=1e-9)
+    assert out.loss.item() == pytest.approx(ce.item(), abs=1e-9)
 
 
 def test_every_margin_head_has_a_zero_margin_case():
