@@ -136,7 +136,7 @@ class MarginHead(nn.Module):
             else:
                 self.weight.normal_(0.0, 2.0 * math.sqrt(2.0 / self.num_classes))
             if self.weight_norm == "inplace":
-                self.weight.div_(self.weight.norm(dim=1, keepdim=True).clamp_min(1e-12))
+                self._project_weight_()
 
     def extra_repr(self) -> str:
         return (
@@ -146,12 +146,29 @@ class MarginHead(nn.Module):
         )
 
     # ------------------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _project_weight_(self) -> None:
+        """WN-inplace: W ← W/‖W‖ row-wise in the parameter itself (METHODS §1.2)."""
+        self.weight.div_(self.weight.norm(dim=1, keepdim=True).clamp_min_(1e-12))
+
+    def _scheduled(self) -> bool:
+        return hasattr(self.margin, "lam") or hasattr(self.margin, "m_at")
+
+    def _current_step(self) -> int:
+        """The counter value the scheduled margins use (≥ 1); 1 for unscheduled margins, read without a device sync."""
+        return max(int(self.step), 1) if self._scheduled() else 1
+
+    def _advance_step(self) -> int:
+        """Count a training forward (the Caffe layer increments before use) and return the step to apply."""
+        if self.training:
+            self.step += 1
+        return self._current_step()
+
     def _class_logits(self, x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, D) -> x @ Ŵᵀ (B, C·K) with the weight normalisation style of the head (all rows or ``weight``)."""
         if weight is None:
             if self.weight_norm == "inplace":
-                with torch.no_grad():
-                    self.weight.div_(self.weight.norm(dim=1, keepdim=True).clamp_min_(1e-12))
+                self._project_weight_()
             weight = self.weight
         weight = weight if weight.dtype == x.dtype else weight.to(x.dtype)
         if self.weight_norm == "graph":
@@ -177,9 +194,7 @@ class MarginHead(nn.Module):
             raise InvalidOptionError(f"embeddings must be (B, {self.embed_dim}), got {tuple(embeddings.shape)}")
         if labels.shape != embeddings.shape[:1]:
             raise InvalidOptionError(f"labels must be (B,) = ({embeddings.shape[0]},), got {tuple(labels.shape)}")
-        if self.training:
-            self.step += 1
-        step = int(self.step.item()) if self.step.item() > 0 else 1
+        step = self._advance_step()
         with torch.autocast(embeddings.device.type, enabled=False):
             return self._forward(embeddings, labels.long(), step)
 
@@ -220,14 +235,11 @@ class MarginHead(nn.Module):
         """
         if self.objective != "ce":
             raise InvalidOptionError(f"margin_logits needs a softmax head; this head's objective is {self.objective!r}")
-        if self.training:
-            self.step += 1
-        step = max(int(self.step.item()), 1)
+        step = self._advance_step()
         weight = None
         if index is not None:
             if self.weight_norm == "inplace":
-                with torch.no_grad():
-                    self.weight.div_(self.weight.norm(dim=1, keepdim=True).clamp_min_(1e-12))
+                self._project_weight_()
             k = self.subcenters
             rows_of = index if k == 1 else (index.unsqueeze(1) * k + torch.arange(k, device=index.device)).reshape(-1)
             weight = self.weight[rows_of]
@@ -245,7 +257,7 @@ class MarginHead(nn.Module):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """From the mean softmax cross-entropy to the method's loss: × loss weight, / s, + SFN penalty, + MHE."""
         extras: dict[str, torch.Tensor] = {}
-        step = max(int(self.step.item()), 1) if step is None else step
+        step = self._current_step() if step is None else step
         if hasattr(self.margin, "lam"):
             extras["lambda"] = torch.tensor(self.margin.lam(step), dtype=torch.float64)
         if hasattr(self.margin, "m_at"):
