@@ -123,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expected-size", type=int, nargs=2, metavar=("H", "W"))
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_data_verify)
+
+    # the evaluation, inference and ArcFace-extras commands live beside this file, one module per area
+    from . import cli_eval, cli_infer, cli_tools
+
+    for area in (cli_eval, cli_infer, cli_tools):
+        area.register(commands, data_commands)
     return parser
 
 
