@@ -5,6 +5,8 @@ Public API::
     import facesphere as fs
     fs.list_heads(); head = fs.build_head("arcface", embed_dim=512, num_classes=10_000)
     fs.list_backbones(); backbone = fs.build_backbone("iresnet50", embed_dim=512)
+    rec = fs.FaceRecognizer.from_path("runs/my_run", detector="scrfd_2.5g_bnkps.onnx")
+    rec.verify("a.jpg", "b.jpg")
 
 Importing the package has no side effects beyond defining these names.
 """
@@ -14,6 +16,8 @@ from __future__ import annotations
 from .backbones import build_backbone, list_backbones
 from .errors import DataError, FaceSphereError, InvalidOptionError, UnknownNameError, UnsafePickleError
 from .heads import HeadOutput, build_head, list_heads
+from .infer.models import load_embedder
+from .infer.recognizer import FaceRecognizer
 
 __version__ = "0.1.0"
 
@@ -22,6 +26,8 @@ __all__ = [
     "build_head",
     "list_heads",
     "HeadOutput",
+    "FaceRecognizer",
+    "load_embedder",
     "build_backbone",
     "list_backbones",
     "FaceSphereError",

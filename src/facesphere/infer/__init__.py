@@ -1,0 +1,1 @@
+"""Inference: load recognisers, detect and align faces, embed, verify, search, export."""
