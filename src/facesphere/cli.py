@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar; log lines only")
     p.set_defaults(func=_cmd_train)
 
-    data = commands.add_parser("data", help="datasets: synth, pack, unpack, verify")
+    data = commands.add_parser("data", help="datasets: synth, pack, unpack, verify, align")
     data_commands = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
     p = data_commands.add_parser("synth", help="write synthetic identities as an image folder")
     p.add_argument("--out", type=Path, required=True)

@@ -11,6 +11,8 @@ from typing import Any
 def register(commands: Any, data_commands: Any) -> None:
     """Add this area's sub-commands to the top-level ``commands`` and the ``data`` sub-command group."""
     _register_embed_verify_export(commands)
+    _register_gallery(commands)
+    _register_data_align(data_commands)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -151,3 +153,178 @@ def _register_embed_verify_export(commands: Any) -> None:
     p.add_argument("--input-mean", type=float, default=None)
     p.add_argument("--input-std", type=float, default=None)
     p.set_defaults(func=_cmd_export)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# data align
+
+
+def _parse_template(text: str) -> Any:
+    """``arcface`` / ``sphereface`` / ``S`` / ``HxW`` -> a template for :func:`facesphere.data.align.get_template`."""
+    value = text.strip().lower()
+    if value in ("arcface", "sphereface"):
+        return value
+    try:
+        if "x" in value:
+            height, width = (int(v) for v in value.split("x"))
+            return (height, width)
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected arcface, sphereface, a size S or HxW, got {text!r}") from None
+
+
+def _cmd_data_align(args: argparse.Namespace) -> int:
+    from .infer.align_folder import align_folder
+
+    options: dict[str, Any] = {}
+    if args.input_size is not None:
+        options["input_size"] = args.input_size
+    if args.score_threshold is not None:
+        options["score_threshold"] = args.score_threshold
+    report = align_folder(args.src, args.dst, args.detector, landmarks=args.landmarks, template=args.template,
+                          choose=args.choose, min_score=args.min_score, image_format=args.format,
+                          progress=not args.quiet, detector_options=options)
+    print(report.format_table())
+    return 0
+
+
+def _register_data_align(data_commands: Any) -> None:
+    p = data_commands.add_parser(
+        "align", help="detect and align every face photo in a folder to a 5-point template (METHODS §9)",
+        description="Align every image under SRC into DST (same relative paths): the largest (or most central) "
+        "face of each photo, found by an SCRFD / YuNet ONNX detector or read from a landmarks file, warped to the "
+        "ArcFace 112x112 or SphereFace 112x96 template. Images without a face are listed in DST/align_report.json; "
+        "existing outputs are skipped, so an interrupted run resumes.",
+    )
+    p.add_argument("src", type=Path, help="folder of photos (searched recursively)")
+    p.add_argument("dst", type=Path, help="output folder (same relative paths)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--detector", type=Path, metavar="WEIGHTS", help="SCRFD (5 keypoints) or YuNet ONNX weights")
+    source.add_argument("--landmarks", type=Path, metavar="FILE",
+                        help="text file, one line per image: relative/path x1 y1 ... x5 y5 [score]")
+    p.add_argument("--template", type=_parse_template, default="arcface",
+                   help="arcface (112x112, default), sphereface (112x96), or a size S / HxW")
+    p.add_argument("--choose", choices=("largest", "central", "score"), default="largest",
+                   help="which face of a photo with several (default: largest)")
+    p.add_argument("--min-score", type=float, default=None, help="ignore faces scored below this")
+    p.add_argument("--score-threshold", type=float, default=None, help="the detector's own score threshold")
+    p.add_argument("--input-size", type=int, default=None,
+                   help="SCRFD network input (multiple of 32; default 640)")
+    p.add_argument("--format", choices=("same", "jpg", "png"), default="same",
+                   help="output format: same (JPEG stays JPEG, others PNG), jpg or png")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_data_align)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# gallery
+
+
+def _embed_paths(recognizer: Any, paths: list[Path], quiet: bool) -> tuple[Any, list[Path], list[Path]]:
+    import numpy as np
+    from tqdm import tqdm
+
+    from .infer.recognizer import NoFaceError
+
+    rows, kept, missing = [], [], []
+    for path in tqdm(paths, desc="embed", unit="img", disable=quiet or len(paths) < 2):
+        try:
+            rows.append(recognizer.embed(path)[0])
+            kept.append(path)
+        except NoFaceError:
+            missing.append(path)
+    return (np.stack(rows) if rows else None), kept, missing
+
+
+def _cmd_gallery_add(args: argparse.Namespace) -> int:
+    from .errors import DataError
+    from .infer.gallery import Gallery, model_fingerprint
+
+    recognizer = open_recognizer(args, args.model)
+    paths = expand_images(args.images)
+    features, kept, missing = _embed_paths(recognizer, paths, args.quiet)
+    for path in missing:
+        print(f"no face found: {path}")
+    if features is None:
+        raise DataError("no face found in any of the images: nothing added")
+    names = [args.identity] * len(kept) if args.identity else [p.parent.name for p in kept]
+    fingerprint = model_fingerprint(recognizer.embedder, flip=recognizer.flip)
+    with Gallery.open_or_create(args.gallery, dim=features.shape[1], index=args.index, model=fingerprint) as gallery:
+        gallery.add(features, names, paths=[str(p.resolve()) for p in kept], model=fingerprint)
+        identities = gallery.identities()
+        print(f"added {len(kept)} face(s); gallery {args.gallery}: {len(gallery)} entries, "
+              f"{len(identities)} identities")
+    return 0
+
+
+def _cmd_gallery_search(args: argparse.Namespace) -> int:
+    from .infer.gallery import Gallery, model_fingerprint
+
+    recognizer = open_recognizer(args, args.model)
+    paths = expand_images(args.images)
+    features, kept, missing = _embed_paths(recognizer, paths, True)
+    results = [{"image": str(p), "matches": [], "error": "no face found"} for p in missing]
+    if features is not None:
+        fingerprint = model_fingerprint(recognizer.embedder, flip=recognizer.flip)
+        with Gallery.open(args.gallery, readonly=True) as gallery:
+            hits = gallery.search(features, k=args.k, per_identity=not args.entries, threshold=args.threshold,
+                                  model=fingerprint)
+        for path, matches in zip(kept, hits):
+            results.append({"image": str(path), "matches": [
+                {"identity": m.identity, "score": round(float(m.score), 6), "path": m.path, "id": int(m.id)}
+                for m in matches]})
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for result in results:
+            found = ", ".join(f"{m['identity']} ({m['score']:.3f})" for m in result["matches"])
+            print(f"{result['image']}: {found or result.get('error', 'no match')}")
+    return 0
+
+
+def _cmd_gallery_info(args: argparse.Namespace) -> int:
+    from .infer.gallery import Gallery
+
+    with Gallery.open(args.gallery, readonly=True) as gallery:
+        print(json.dumps(gallery.info(), indent=2, default=str))
+    return 0
+
+
+def _cmd_gallery_remove(args: argparse.Namespace) -> int:
+    from .infer.gallery import Gallery
+
+    with Gallery.open(args.gallery) as gallery:
+        removed = gallery.remove(identity=args.identity)
+        print(f"removed {removed} entr{'y' if removed == 1 else 'ies'} of {args.identity!r}; {len(gallery)} left")
+    return 0
+
+
+def _register_gallery(commands: Any) -> None:
+    gallery = commands.add_parser("gallery", help="a persistent face gallery on disk: add, search, info, remove")
+    sub = gallery.add_subparsers(dest="gallery_command", metavar="GALLERY_COMMAND", required=True)
+    p = sub.add_parser("add", help="embed images and add them (identity: --identity, else each image's folder name)")
+    p.add_argument("gallery", type=Path, help="gallery directory (created if absent)")
+    p.add_argument("images", nargs="+", help="image files and / or folders")
+    p.add_argument("--model", required=True)
+    p.add_argument("--identity", default=None, help="one identity for every image (default: the parent folder name)")
+    p.add_argument("--index", choices=("flat", "ivf", "hnsw"), default="flat", help="index kind of a new gallery")
+    p.add_argument("--quiet", action="store_true")
+    add_model_options(p)
+    p.set_defaults(func=_cmd_gallery_add)
+    p = sub.add_parser("search", help="the k best gallery identities for each query image")
+    p.add_argument("gallery", type=Path)
+    p.add_argument("images", nargs="+")
+    p.add_argument("--model", required=True)
+    p.add_argument("-k", type=int, default=5)
+    p.add_argument("--threshold", type=float, default=None, help="only matches with cosine >= THRESHOLD")
+    p.add_argument("--entries", action="store_true", help="top-k entries instead of the best entry per identity")
+    p.add_argument("--json", action="store_true")
+    add_model_options(p)
+    p.set_defaults(func=_cmd_gallery_search)
+    p = sub.add_parser("info", help="size, identities, index kind and model of a gallery")
+    p.add_argument("gallery", type=Path)
+    p.set_defaults(func=_cmd_gallery_info)
+    p = sub.add_parser("remove", help="remove every entry of an identity")
+    p.add_argument("gallery", type=Path)
+    p.add_argument("identity")
+    p.set_defaults(func=_cmd_gallery_remove)

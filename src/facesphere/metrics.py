@@ -51,6 +51,7 @@ __all__ = [
     "pool_templates",
     "verification_scores",
     "identification_metrics",
+    "identification_from_summaries",
 ]
 
 KFOLD_METHODS = ("exact", "insightface", "sphereface")
@@ -280,19 +281,31 @@ def _exact_threshold(s: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     cut above the maximum (all "different") τ = max + h, with h = half the training score range (0.5 if all
     training scores are equal).
     """
-    m = s.size
-    order = np.argsort(s, kind="stable")
-    ss = s[order]
-    yy = y[order].astype(np.int64)
+    order = np.argsort(s)
+    return _exact_threshold_sorted(s[order], y[order])
+
+
+def _exact_threshold_sorted(ss: np.ndarray, yy: np.ndarray) -> tuple[float, float]:
+    """:func:`_exact_threshold` on scores already sorted ascending (``yy``: their labels, same order); O(m)."""
+    m = ss.size
     new = np.empty(m, dtype=bool)
     new[0] = True
     np.not_equal(ss[1:], ss[:-1], out=new[1:])
-    starts = np.flatnonzero(new)
-    values = ss[starts]
-    pos_per = np.add.reduceat(yy, starts)
-    neg_per = np.diff(np.append(starts, m)) - pos_per
-    n_pos = int(pos_per.sum())
-    correct = np.concatenate(([0], np.cumsum(neg_per))) + (n_pos - np.concatenate(([0], np.cumsum(pos_per))))
+    cum_pos = np.empty(m + 1, dtype=np.int64)
+    cum_pos[0] = 0
+    np.cumsum(yy, out=cum_pos[1:])
+    if new.all():  # no tied scores (the common case): every element is its own group
+        values = ss
+        below = np.arange(m + 1)
+        pos_below = cum_pos
+    else:
+        starts = np.flatnonzero(new)
+        values = ss[starts]
+        below = np.append(np.append(0, starts[1:]), m)  # the j lowest groups hold below[j] scores
+        pos_below = cum_pos[below]  # positives among them
+    n_pos = int(cum_pos[-1])
+    # correct(j) = negatives below the cut + positives above it = (below - pos_below) + (n_pos - pos_below)
+    correct = below - 2 * pos_below + n_pos
     best = correct.max()
     optimal = np.flatnonzero(correct == best)
     j = int(optimal[(optimal.size - 1) // 2])
@@ -310,6 +323,88 @@ def _exact_threshold(s: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         if not lo <= tau < hi:  # adjacent floats: the midpoint may round up to hi
             tau = lo
     return tau, float(best) / m
+
+
+def _tie_runs(ss: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Runs of equal values (length >= 2) in sorted ``ss``: ``(positions, run_starts, run_last)`` — every element
+    of such runs (ascending), where each run starts within ``positions``, and each run's last position in ``ss``.
+    None when all values differ (the common case with real-valued scores)."""
+    same_as_next = ss[1:] == ss[:-1]
+    if not same_as_next.any():
+        return None
+    in_run = np.zeros(ss.size, dtype=bool)
+    in_run[:-1] |= same_as_next
+    in_run[1:] |= same_as_next
+    positions = np.flatnonzero(in_run)
+    starts = np.flatnonzero(np.concatenate(([True], ss[positions[1:]] != ss[positions[:-1]])))
+    last = positions[np.append(starts[1:], positions.size) - 1]
+    return positions, starts, last
+
+
+def _exact_work(n: int) -> dict[str, np.ndarray]:
+    """Buffers for :func:`_exact_threshold_masked` over ``n`` sorted scores (int32 counts while they fit)."""
+    int_t = np.int32 if n < 2**31 - 1 else np.int64
+    return {"correct": np.empty(n, int_t), "cum_pos": np.empty(n, int_t), "flags": np.empty(n, bool),
+            "valid": np.empty(n, bool)}
+
+
+def _exact_threshold_masked(ss: np.ndarray, yy: np.ndarray, train: np.ndarray,
+                            ties: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+                            work: dict[str, np.ndarray] | None = None) -> tuple[float, float]:
+    """:func:`_exact_threshold_sorted` for the training elements ``train`` (bool mask) of the sorted scores ``ss``
+    (labels ``yy``), without copying them out: the same cuts, counts, tie-break and τ, in a few linear passes.
+
+    A cut after position e (everything up to e "different") is correct on ``below(e) − 2·pos_below(e) + n_pos``
+    training pairs, where ``below`` / ``pos_below`` are cumulative counts of training scores / training positives
+    over the whole sorted array; they do not change across test elements, so the cut after a test element repeats
+    the previous one and only cuts after training elements are kept. Within a run of equal scores (``ties``, from
+    :func:`_tie_runs`) only the cut after the whole run is possible; it is kept if the run holds a training score.
+    ``work``: buffers from :func:`_exact_work`, reused between folds.
+    """
+    work = work if work is not None else _exact_work(ss.size)
+    correct, cum_pos, flags, valid = work["correct"], work["cum_pos"], work["flags"], work["valid"]
+    np.cumsum(train, out=correct)
+    m = int(correct[-1])
+    if m == 0:
+        raise InvalidOptionError("a training split is empty")
+    np.logical_and(yy, train, out=flags)
+    np.cumsum(flags, out=cum_pos)
+    n_pos = int(cum_pos[-1])
+    np.subtract(correct, cum_pos, out=correct)
+    np.subtract(correct, cum_pos, out=correct)  # below − 2·pos_below; the constant n_pos is added at the end
+    np.copyto(valid, train)
+    if ties is not None:
+        positions, starts, last = ties
+        has_train = np.logical_or.reduceat(train[positions], starts)
+        valid[positions] = False
+        valid[last] = has_train
+        correct[positions] = np.where(valid[positions], correct[positions], np.iinfo(correct.dtype).min)
+    # cut 0 (everything "same") scores 0; a cut after a test element repeats an earlier count (or 0), so the
+    # plain maximum (invalid within-run cuts masked above) is the maximum over the possible cuts
+    best = max(0, int(correct.max()))
+    np.equal(correct, best, out=flags)
+    np.logical_and(flags, valid, out=flags)
+    cuts = np.flatnonzero(flags)  # optimal cuts after a training score (or a run holding one)
+    n_optimal = cuts.size + (1 if best == 0 else 0)
+    pick = (n_optimal - 1) // 2
+    first = int(np.argmax(train))
+    last_train = ss.size - 1 - int(np.argmax(train[::-1]))
+    lo_value, hi_value = float(ss[first]), float(ss[last_train])
+    half = 0.5 * (hi_value - lo_value) if hi_value > lo_value else 0.5
+    if best == 0 and pick == 0:  # cut 0: below the lowest training score
+        tau = lo_value - half
+        if not tau < lo_value:
+            tau = float(np.nextafter(lo_value, -np.inf))
+        return tau, float(n_pos) / m
+    e = int(cuts[pick - (1 if best == 0 else 0)])
+    if ss[e] == hi_value:  # after the highest training score
+        return hi_value + half, float(best + n_pos) / m
+    nxt = e + 1 + int(np.argmax(train[e + 1:]))  # the next training score (larger: e ends its run)
+    lo, hi = float(ss[e]), float(ss[nxt])
+    tau = 0.5 * lo + 0.5 * hi
+    if not lo <= tau < hi:  # adjacent floats: the midpoint may round up to hi
+        tau = lo
+    return tau, float(best + n_pos) / m
 
 
 def _insightface_threshold(s: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -414,11 +509,30 @@ def kfold_accuracy(
     accuracies = np.empty(k)
     thresholds = np.empty(k)
     train_acc = np.empty(k)
+    if folds is None:  # contiguous blocks: each held-out fold is a slice
+        bounds = np.concatenate(([0], np.cumsum(np.bincount(fold_of, minlength=k))))
+        test_index: list[Any] = [slice(int(bounds[f]), int(bounds[f + 1])) for f in range(k)]
+    else:
+        by_fold = np.argsort(fold_of, kind="stable")
+        test_index = np.split(by_fold, np.cumsum(np.bincount(fold_of, minlength=k))[:-1])
+    presorted = method == "exact" and s.ndim == 1
+    if presorted:  # one O(n log n) sort; every training split is then a few linear passes over the sorted scores
+        order = np.argsort(s)
+        s_sorted, y_sorted = s[order], y[order]
+        f_sorted = fold_of[order].astype(np.int8 if k < 128 else (np.int16 if k < 32768 else np.int64))
+        ties = _tie_runs(s_sorted)
+        work = _exact_work(n)
+        train = np.empty(n, dtype=bool)
     for f in range(k):
         row = s[f] if s.ndim == 2 else s
-        test = fold_of == f
-        train = ~test
-        tau, train_acc[f] = select(row[train], y[train])
+        test = test_index[f]
+        if presorted:
+            np.not_equal(f_sorted, f, out=train)
+            tau, train_acc[f] = _exact_threshold_masked(s_sorted, y_sorted, train, ties, work)
+        else:
+            train_mask = np.ones(n, dtype=bool)
+            train_mask[test] = False
+            tau, train_acc[f] = select(row[train_mask], y[train_mask])
         thresholds[f] = tau
         accuracies[f] = _test_accuracy(method, row[test], y[test], tau)
     return KFoldResult(
@@ -847,6 +961,60 @@ def identification_metrics(
         if k_needed:
             nonmate_top = _top_k_merge(nonmate_top, sims[~is_mate], k_needed)
 
+    return _identification_result(definition, mate_score, rank, top1, mated, nonmate_top, rank_list, fpir_list)
+
+
+def identification_from_summaries(
+    mate_score: Any,
+    rank: Any,
+    top1: Any,
+    mated: Any,
+    nonmate_top: Any = None,
+    ranks: Sequence[int] = (1, 5, 10),
+    fpirs: Sequence[float] = (1e-2, 1e-1),
+    *,
+    definition: str = "nist",
+) -> IdentificationResult:
+    """:func:`identification_metrics` from per-probe search summaries (for searches done elsewhere, e.g. FAISS).
+
+    Per probe (all ``(Q,)``): ``mated`` whether its subject is in the gallery; ``mate_score`` its best mate
+    similarity (ignored where not mated); ``rank`` = ``1 + #{non-mate gallery entries with score >= mate score}``
+    (any value > max(ranks) may stand for "beyond"; ignored where not mated); ``top1`` its best similarity over
+    the whole gallery.  ``nonmate_top`` (toolbox definition only): the largest non-mate similarities over all
+    probes, at least ``ceil(max(fpirs)·Q)`` of them where the gallery has that many (fewer means τ = −inf).
+    Definitions and thresholds exactly as :func:`identification_metrics`.
+    """
+    if definition not in ("nist", "toolbox"):
+        raise InvalidOptionError(f"unknown definition {definition!r}; choose 'nist' or 'toolbox'")
+    m = np.asarray(mated)
+    if m.ndim != 1 or m.size == 0:
+        raise InvalidOptionError(f"mated must be a non-empty 1-D array, got shape {m.shape}")
+    m = _as_labels(m, m.size, "mated")
+    n_q = m.size
+    ms = np.asarray(mate_score, dtype=np.float64).reshape(-1)
+    rk = np.asarray(rank).reshape(-1).astype(np.int64)
+    t1 = np.asarray(top1, dtype=np.float64).reshape(-1)
+    for name, arr in (("mate_score", ms), ("rank", rk), ("top1", t1)):
+        if arr.size != n_q:
+            raise InvalidOptionError(f"{name} must have one entry per probe ({n_q}), got {arr.size}")
+    rank_list = [_check_int(r, "rank", 1) for r in ranks]
+    fpir_list = [_check_rate(f, "fpir", allow_zero=False) for f in fpirs]
+    if definition == "toolbox" and int(m.sum()) < n_q:
+        raise InvalidOptionError(
+            f"definition='toolbox' needs every probe's subject in the gallery, but {n_q - int(m.sum())} of {n_q} "
+            "probes are not; use definition='nist' for open-set searches"
+        )
+    top = np.empty(0) if nonmate_top is None else np.asarray(nonmate_top, dtype=np.float64).reshape(-1)
+    ms = np.where(m, ms, -np.inf)
+    rk = np.where(m, rk, 0)
+    return _identification_result(definition, ms, rk, t1, m, top, rank_list, fpir_list)
+
+
+def _identification_result(definition: str, mate_score: np.ndarray, rank: np.ndarray, top1: np.ndarray,
+                           mated: np.ndarray, nonmate_top: np.ndarray, rank_list: list[int],
+                           fpir_list: list[float]) -> IdentificationResult:
+    n_q = mated.size
+    n_mated = int(mated.sum())
     rank_accuracy = {
         r: (float(np.count_nonzero(mated & (rank <= r))) / n_mated if n_mated else float("nan")) for r in rank_list
     }

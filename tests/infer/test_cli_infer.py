@@ -54,3 +54,18 @@ def test_export_command(tiny_run, tmp_path, capsys):
     assert main(["export", str(tiny_run), "--onnx", str(out), "--exporter", "torchscript"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert out.is_file() and report["max_rel_diff"] <= 1e-4
+
+
+def test_gallery_add_search_survives_restart(tiny_run, crops, tmp_path, capsys):
+    gallery = tmp_path / "gallery"
+    assert main(["gallery", "add", str(gallery), str(crops), "--model", str(tiny_run), "--quiet"]) == 0
+    assert "4 entries, 2 identities" in capsys.readouterr().out
+    query = sorted(crops.glob("id1/*.png"))[0]
+    assert main(["gallery", "search", str(gallery), str(query), "--model", str(tiny_run), "-k", "2", "--json"]) == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    assert result["matches"][0]["identity"] == "id1"
+    assert result["matches"][0]["score"] == pytest.approx(1.0, abs=1e-4)
+    assert [m["identity"] for m in result["matches"]] == ["id1", "id0"]
+    assert main(["gallery", "remove", str(gallery), "id1"]) == 0
+    assert main(["gallery", "info", str(gallery)]) == 0
+    assert main(["gallery", "search", str(tmp_path / "none"), str(query), "--model", str(tiny_run)]) == 2

@@ -2,7 +2,11 @@
 
 Specs: ``synthetic`` (held-out synthetic identities), ``bin:FILE.bin`` (InsightFace validation set),
 ``lfw:DIR`` (``DIR/pairs.txt`` + ``DIR/images/<name>/<name>_NNNN.jpg`` or ``DIR/<name>/...``), ``pairs:FILE``
-(OpenSphere ``label path0 path1`` list). Images must already be aligned crops of the model's input size.
+(OpenSphere ``label path0 path1`` list). Images must already be aligned crops of the model's input size, unless a
+``prepare`` function (detection + alignment, see :mod:`facesphere.evaluate.protocols`) is given.
+
+``model`` is an ``nn.Module`` backbone (the training loop's ``evaluate(model, dataset)``) or a
+:class:`facesphere.infer.models.Embedder` (``facesphere eval``).
 
 Embeddings follow the insightface / opensphere convention: f(I) + f(flip I), then L2-normalise (``flip="sum"``);
 ``flip="concat"`` concatenates the two halves (SphereFace), ``flip="none"`` uses f(I) alone. Score = cosine.
@@ -18,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import DataError, UnknownNameError
+from ..errors import DataError, InvalidOptionError, UnknownNameError
 
 FLIP_MODES = ("sum", "concat", "none")
 FARS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
@@ -47,9 +51,14 @@ def _check_size(image: np.ndarray, size: tuple[int, int], source: str) -> np.nda
 
 
 def load_verification_set(spec: str, *, image_size: Sequence[int] = (112, 112), seed: int = 0,
-                          pairs_per_fold: int = 60, difficulty: float = 1.0, identity_spread: float = 1.0
-                          ) -> VerificationSet:
-    """Open a verification set from its spec (see module docstring)."""
+                          pairs_per_fold: int = 60, difficulty: float = 1.0, identity_spread: float = 1.0,
+                          prepare: Callable[[np.ndarray, str], np.ndarray] | None = None) -> VerificationSet:
+    """Open a verification set from its spec (see module docstring).
+
+    ``prepare(image, source) -> crop``, if given, turns every decoded image of a ``bin:``, ``lfw:`` or ``pairs:``
+    set into the model's input crop (e.g. detect and align it); by default images must already be aligned crops of
+    ``image_size`` and any other size is a :class:`DataError`.
+    """
     size = (int(image_size[0]), int(image_size[1]))
     scheme, _, rest = spec.partition(":")
     if spec == "synthetic":
@@ -67,7 +76,10 @@ def load_verification_set(spec: str, *, image_size: Sequence[int] = (112, 112), 
         blobs, issame = read_bin(rest)
         n = len(issame)
         name = Path(rest).stem
-        load = lambda i: decode_image(blobs[i], source=f"{rest}[{i}]", expected_size=size)  # noqa: E731
+        if prepare is None:
+            load = lambda i: decode_image(blobs[i], source=f"{rest}[{i}]", expected_size=size)  # noqa: E731
+        else:
+            load = lambda i: prepare(decode_image(blobs[i], source=f"{rest}[{i}]"), f"{rest}[{i}]")  # noqa: E731
         return VerificationSet(name, load, len(blobs), np.arange(0, 2 * n, 2), np.arange(1, 2 * n, 2),
                                np.asarray(issame, dtype=bool))
     if scheme in ("lfw", "pairs"):
@@ -83,7 +95,10 @@ def load_verification_set(spec: str, *, image_size: Sequence[int] = (112, 112), 
             pairs = read_pair_list(rest)
             name = Path(rest).stem
         paths, idx1, idx2 = pairs.unique_paths()
-        load = lambda i: _check_size(read_image(paths[i]), size, str(paths[i]))  # noqa: E731
+        if prepare is None:
+            load = lambda i: _check_size(read_image(paths[i]), size, str(paths[i]))  # noqa: E731
+        else:
+            load = lambda i: prepare(read_image(paths[i]), str(paths[i]))  # noqa: E731
         return VerificationSet(name, load, len(paths), np.asarray(idx1), np.asarray(idx2),
                                np.asarray(pairs.issame, dtype=bool), np.asarray(pairs.folds))
     raise UnknownNameError(
@@ -91,33 +106,71 @@ def load_verification_set(spec: str, *, image_size: Sequence[int] = (112, 112), 
     )
 
 
+def _is_embedder(model: Any) -> bool:
+    """Whether ``model`` is a :class:`facesphere.infer.models.Embedder` (uint8 RGB crops in, raw features out)."""
+    return callable(getattr(model, "embed_batch", None)) and not isinstance(model, nn.Module)
+
+
+def _fuse(features: np.ndarray, mirrored: np.ndarray | None, flip: str) -> np.ndarray:
+    if flip == "none" or mirrored is None:
+        return features
+    return features + mirrored if flip == "sum" else np.concatenate([features, mirrored], axis=1)
+
+
 @torch.no_grad()
-def embed_images(model: nn.Module, load: Callable[[int], np.ndarray], num_images: int, *, batch_size: int = 128,
+def embed_images(model: Any, load: Callable[[int], np.ndarray], num_images: int, *, batch_size: int = 128,
                  device: str | torch.device = "cpu", flip: str = "sum", mean: float = 127.5, std: float = 127.5,
-                 color: str = "rgb", progress: Any = None) -> np.ndarray:
-    """L2-normalised embeddings (N, D) (2D for ``flip="concat"``) of images ``load(0..N-1)``."""
+                 color: str = "rgb", progress: Any = None, normalize: bool = True) -> np.ndarray:
+    """Embeddings float32 ``(N, D)`` (``(N, 2D)`` for ``flip="concat"``) of the images ``load(0) .. load(N-1)``.
+
+    ``model`` is either an ``nn.Module`` backbone (pixels fed as ``(p - mean) / std`` in ``color`` order on
+    ``device``; the training loop's path) or an :class:`~facesphere.infer.models.Embedder` (uint8 RGB crops in,
+    raw features out; it applies its own colour order and pixel normalisation, so ``device``, ``mean``, ``std``
+    and ``color`` are ignored). ``load(i)`` returns a uint8 ``(H, W, 3)`` RGB crop of the model's input size.
+
+    Flip-test fusion (METHODS §8.1) happens before normalisation: ``"sum"`` f(I) + f(mirror I), ``"concat"``
+    [f(I); f(mirror I)], ``"none"`` f(I). ``normalize=False`` keeps the fused feature's norm (IJB pooling uses it
+    as a quality weight). ``progress``: anything with ``update(n)`` (a tqdm bar), advanced by images embedded.
+    """
     if flip not in FLIP_MODES:
         raise UnknownNameError(f"unknown flip mode {flip!r}; valid: {', '.join(FLIP_MODES)}")
-    was_training = model.training
-    model.eval()
-    outputs = []
-    try:
+    if isinstance(batch_size, bool) or int(batch_size) < 1:
+        raise InvalidOptionError(f"batch_size must be >= 1, got {batch_size!r}")
+    outputs: list[np.ndarray] = []
+    if _is_embedder(model):
         for start in range(0, num_images, batch_size):
             images = np.stack([load(i) for i in range(start, min(start + batch_size, num_images))])
-            if color == "bgr":
-                images = images[..., ::-1]
-            batch = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float()
-            batch = (batch - mean) / std
-            features = model(batch).float()
+            features = np.asarray(model.embed_batch(images), dtype=np.float32)
+            mirrored = None
             if flip != "none":
-                flipped = model(torch.flip(batch, dims=[3])).float()
-                features = features + flipped if flip == "sum" else torch.cat([features, flipped], dim=1)
-            outputs.append(torch.nn.functional.normalize(features, dim=1).cpu().numpy())
+                mirrored = np.asarray(model.embed_batch(np.ascontiguousarray(images[:, :, ::-1])), dtype=np.float32)
+            outputs.append(_fuse(features, mirrored, flip))
             if progress is not None:
                 progress.update(len(images))
-    finally:
-        model.train(was_training)
-    return np.concatenate(outputs) if outputs else np.zeros((0, 0), dtype=np.float32)
+    else:
+        was_training = model.training
+        model.eval()
+        try:
+            for start in range(0, num_images, batch_size):
+                images = np.stack([load(i) for i in range(start, min(start + batch_size, num_images))])
+                if color == "bgr":
+                    images = images[..., ::-1]
+                batch = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float()
+                batch = (batch - mean) / std
+                features = model(batch).float().cpu().numpy()
+                mirrored = model(torch.flip(batch, dims=[3])).float().cpu().numpy() if flip != "none" else None
+                outputs.append(_fuse(features, mirrored, flip))
+                if progress is not None:
+                    progress.update(len(images))
+        finally:
+            model.train(was_training)
+    if not outputs:
+        return np.zeros((0, 0), dtype=np.float32)
+    features = np.concatenate(outputs).astype(np.float32, copy=False)
+    if normalize:
+        norms = np.sqrt(np.einsum("ij,ij->i", features, features))
+        features = features / np.maximum(norms, 1e-12)[:, None]
+    return features
 
 
 def verification_metrics(scores: np.ndarray, issame: np.ndarray, folds: np.ndarray | None = None) -> dict[str, Any]:
@@ -141,7 +194,7 @@ def verification_metrics(scores: np.ndarray, issame: np.ndarray, folds: np.ndarr
     return out
 
 
-def evaluate_verification(model: nn.Module, vset: VerificationSet, *, batch_size: int = 128,
+def evaluate_verification(model: Any, vset: VerificationSet, *, batch_size: int = 128,
                           device: str | torch.device = "cpu", flip: str = "sum", mean: float = 127.5,
                           std: float = 127.5, color: str = "rgb") -> dict[str, Any]:
     """Embed the set's images and score its pairs: the metrics of :func:`verification_metrics`."""
@@ -151,7 +204,7 @@ def evaluate_verification(model: nn.Module, vset: VerificationSet, *, batch_size
     return verification_metrics(scores, vset.issame, vset.folds)
 
 
-def evaluate(model: nn.Module, dataset: VerificationSet, **options: Any) -> dict[str, Any]:
+def evaluate(model: Any, dataset: VerificationSet, **options: Any) -> dict[str, Any]:
     """The training loop's single entry point into evaluation: ``evaluate(model, dataset) -> metrics``."""
     return evaluate_verification(model, dataset, **options)
 

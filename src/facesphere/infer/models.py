@@ -246,8 +246,11 @@ def load_run(source: str | Path, *, with_head: bool = True) -> tuple[Any, nn.Mod
         state = dict(checkpoint["head"])
         if any(key.startswith("head.") for key in state):  # Partial FC wraps the MarginHead shard as .head
             state = {key[len("head."):]: value for key, value in state.items() if key.startswith("head.")}
+        from ..heads import head_options
+
         options = dict(config.head.options)
-        subcenters = int(options.get("subcenters", 1) or 1)
+        defaults = {**head_options(config.head.name), **options}
+        subcenters = int(defaults.get("subcenters", 1) or 1)
         if "weight" not in state:
             raise FaceSphereError(f"{path}: the head state has no class-centre weight")
         num_classes = int(state["weight"].shape[0]) // subcenters

@@ -1,0 +1,164 @@
+"""``evaluate_model``: readers -> protocol -> metrics -> report, for any number of ``--data`` specs.
+
+    from facesphere.infer.models import load_embedder
+    from facesphere.evaluate.run import evaluate_model
+    results = evaluate_model(load_embedder("runs/my_run"), ["synthetic", "bin:lfw.bin"], "eval_out")
+
+writes ``eval_out/metrics.json``, ``eval_out/roc.png`` (every pair protocol's ROC on a log-FAR axis) and
+``eval_out/scores_<dataset>.png`` (genuine vs impostor histogram) and returns the metrics dict.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import InvalidOptionError
+from .protocols import DEFAULT_TAR_METHOD, EvalOptions, ProtocolResult, parse_spec, run_protocol
+from .report import format_table, plot_roc, plot_score_histogram, safe_filename, write_metrics_json
+
+__all__ = ["evaluate_model", "format_table", "synthetic_defaults_for"]
+
+
+def synthetic_defaults_for(source: Any) -> dict[str, Any]:
+    """The synthetic validation settings of a facesphere run (its ``config.yaml``), so ``synthetic`` evaluates the
+    same held-out pairs the run validated on; ``{}`` for anything else (ONNX, backbone.pth, modules)."""
+    if not isinstance(source, (str, os.PathLike)):
+        return {}
+    path = Path(source)
+    config_path = path / "config.yaml" if path.is_dir() else path.parent / "config.yaml"
+    if path.suffix.lower() in (".onnx", ".pth") or not config_path.is_file():
+        return {}
+    from ..errors import FaceSphereError
+    from ..train.config import load_config
+
+    try:
+        config = load_config(config_path)
+    except FaceSphereError:
+        return {}
+    return {"seed": config.train.seed, "difficulty": config.data.synthetic_difficulty,
+            "identity_spread": config.data.synthetic_identity_spread,
+            "pairs_per_fold": config.data.synthetic_val_pairs_per_fold}
+
+
+def _as_embedder(model: Any) -> Any:
+    if callable(getattr(model, "embed_batch", None)) and hasattr(model, "input_size"):
+        return model
+    from ..infer.models import load_embedder
+
+    return load_embedder(model)
+
+
+def _as_detector(detector: Any) -> Any:
+    if detector is None or not isinstance(detector, (str, os.PathLike)):
+        return detector
+    from ..infer.detectors import build_detector
+
+    return build_detector(detector)
+
+
+def evaluate_model(embedder: Any, specs: str | Sequence[str], out_dir: str | Path | None = None, *,
+                   flip: str = "sum", batch_size: int = 64, method: str = "exact", tar_method: str | None = None,
+                   detector: Any = None, progress: bool = True, plots: bool = True, search_method: str = "auto",
+                   synthetic: dict | None = None, save_scores: bool = False) -> dict[str, Any]:
+    """Evaluate a recogniser on every dataset spec and write the report.
+
+    Args:
+        embedder: a :class:`~facesphere.infer.models.Embedder`, or anything
+            :func:`~facesphere.infer.models.load_embedder` opens (run directory, checkpoint, ``.onnx``, nn.Module).
+        specs: ``--data`` specs (:mod:`facesphere.evaluate.protocols`).
+        out_dir: where to write ``metrics.json`` and the plots (None: write nothing).
+        flip: flip-test fusion ``sum`` / ``concat`` / ``none`` (METHODS §8.1).
+        batch_size: images per forward pass.
+        method: 10-fold accuracy definition: ``exact`` (default), ``insightface`` or ``sphereface``.
+        tar_method: TAR@FAR definition ``interpolate`` / ``nearest``; None: nearest for IJB, interpolated otherwise.
+        detector: a face detector (object or ONNX path) for images that are not aligned crops.
+        progress: tqdm bars while embedding.
+        plots: write ``roc.png`` and the histograms (needs matplotlib).
+        search_method: 1:N search (``auto``, ``numpy``, ``flat``, ``ivf``, ``hnsw``; :mod:`.search`).
+        synthetic: defaults for the ``synthetic`` set (``seed``, ``difficulty``, ``identity_spread``,
+            ``pairs_per_fold``).
+        save_scores: also write ``scores_<dataset>.npz`` (``scores`` float64 as scored, ``issame`` bool, and
+            ``folds`` where the set has them) for every pair-based dataset, to recompute any metric without
+            embedding again.
+
+    Returns the metrics dict written to ``metrics.json``: ``{"model", "options", "datasets": {name: metrics},
+    "files"}``, each dataset's metrics recording the definitions it used.
+    """
+    spec_list = [specs] if isinstance(specs, str) else list(specs)
+    if not spec_list:
+        raise InvalidOptionError("no dataset to evaluate: give at least one --data SPEC")
+    parsed = [parse_spec(s) for s in spec_list]  # fail on a bad spec before any embedding
+    options = EvalOptions(flip=flip, batch_size=batch_size, accuracy_method=method, tar_method=tar_method,
+                          progress=progress, search_method=search_method, synthetic=dict(synthetic or {}))
+    model = _as_embedder(embedder)
+    options.detector = _as_detector(detector)
+    names: dict[str, int] = {}
+    outcomes: list[ProtocolResult] = []
+    datasets: dict[str, Any] = {}
+    for spec in parsed:
+        start = time.perf_counter()
+        outcome = run_protocol(spec, model, options)
+        seen = names.get(outcome.name, 0)
+        names[outcome.name] = seen + 1
+        if seen:
+            outcome.name = f"{outcome.name}-{seen + 1}"
+        outcome.metrics["seconds"] = round(time.perf_counter() - start, 3)
+        outcomes.append(outcome)
+        datasets[outcome.name] = outcome.metrics
+    results: dict[str, Any] = {
+        "model": {
+            "name": getattr(model, "name", type(model).__name__),
+            "input_size": list(getattr(model, "input_size", ())),
+            "color": getattr(model, "color", None),
+            "mean": getattr(model, "mean", None),
+            "std": getattr(model, "std", None),
+        },
+        "options": {
+            "flip": flip,
+            "batch_size": int(batch_size),
+            "accuracy_method": method,
+            "tar_method": tar_method or {"pairs": DEFAULT_TAR_METHOD["pairs"], "ijb": DEFAULT_TAR_METHOD["ijb"]},
+            "detector": None if options.detector is None else str(detector),
+            "search_method": search_method,
+        },
+        "datasets": datasets,
+        "files": {},
+    }
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        if plots:
+            curves = {o.name: (o.scores, o.issame) for o in outcomes if o.scores is not None}
+            if curves:
+                results["files"]["roc"] = str(plot_roc(curves, out / "roc.png").name)
+            histograms = {}
+            for o in outcomes:
+                if o.genuine is None or o.impostor is None:
+                    continue
+                threshold = o.metrics.get("threshold") if o.metrics.get("threshold_space") == "score" else None
+                labels = ("genuine pairs", "impostor pairs") if o.protocol != "ident" else (
+                    "mate score (mated probes)", "best non-mate score")
+                path = plot_score_histogram(o.name, o.genuine, o.impostor, out / f"scores_{safe_filename(o.name)}.png",
+                                            threshold=threshold, labels=labels)
+                histograms[o.name] = path.name
+            results["files"]["histograms"] = histograms
+        if save_scores:
+            saved = {}
+            for o in outcomes:
+                if o.scores is None:
+                    continue
+                arrays = {"scores": o.scores.astype(np.float64), "issame": o.issame}
+                if o.folds is not None:
+                    arrays["folds"] = o.folds
+                path = out / f"scores_{safe_filename(o.name)}.npz"
+                np.savez_compressed(path, **arrays)
+                saved[o.name] = path.name
+            results["files"]["scores"] = saved
+        results["files"]["metrics"] = "metrics.json"
+        write_metrics_json(results, out / "metrics.json")
+    return results

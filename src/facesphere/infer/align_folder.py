@@ -1,0 +1,287 @@
+"""Align a whole folder of face photos (``facesphere data align``): detect (or read given landmarks), align, write.
+
+    from facesphere.infer.align_folder import align_folder
+    report = align_folder("lfw/images", "lfw_aligned", "scrfd_2.5g_bnkps.onnx")      # a detector
+    report = align_folder("ijbc/loose", "ijbc_aligned", landmarks="ijbc_5pts.txt")    # given landmarks
+    print(report.format_table())
+
+The output tree mirrors the input's relative paths (``dst/<Name>/<Name>_0001.jpg``), so the aligned folder is ready for
+:mod:`facesphere.data.datasets` (training) or an LFW-style pairs evaluation. JPEG inputs are written as JPEG (quality
+95), everything else as PNG (``image_format`` changes this); grey photos stay grey. Each output is written to a
+hidden temporary file and renamed, so an interrupted run leaves no half-written image, and a second run skips every
+output that exists (resume). Images without a face and unreadable images are listed, not fatal;
+``dst/align_report.json`` holds the counts and lists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data.align import TemplateLike, align_face, get_template
+from ..data.image import is_image_file, read_image
+from ..errors import DataError, FaceSphereError, InvalidOptionError
+from .detectors import build_detector, choose_face
+
+__all__ = ["AlignReport", "align_folder", "read_landmarks_file", "REPORT_NAME"]
+
+REPORT_NAME = "align_report.json"
+IMAGE_FORMATS = ("same", "jpg", "png")
+
+
+@dataclass
+class AlignReport:
+    """What :func:`align_folder` did. Paths in the lists are relative to ``src``."""
+
+    src: str
+    dst: str
+    template: str
+    size: tuple[int, int]
+    source: str  # "detector <file>" or "landmarks <file>"
+    choose: str
+    total: int = 0
+    aligned: int = 0
+    already_aligned: int = 0
+    no_face: list[str] = field(default_factory=list)
+    unreadable: list[dict[str, str]] = field(default_factory=list)
+    several_faces: list[str] = field(default_factory=list)
+    not_listed: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["size"] = list(self.size)
+        data["counts"] = {"images": self.total, "aligned": self.aligned, "already_aligned": self.already_aligned,
+                          "no_face": len(self.no_face), "unreadable": len(self.unreadable),
+                          "several_faces": len(self.several_faces), "not_listed": len(self.not_listed)}
+        return data
+
+    def format_table(self) -> str:
+        rows = [
+            ("images", self.total),
+            ("aligned now", self.aligned),
+            ("already aligned (skipped)", self.already_aligned),
+            ("no face", len(self.no_face)),
+            ("unreadable", len(self.unreadable)),
+            ("several faces (one chosen)", len(self.several_faces)),
+        ]
+        if self.not_listed:
+            rows.append(("in SRC but not in the landmarks file", len(self.not_listed)))
+        width = max(len(name) for name, _ in rows)
+        lines = [f"align {self.src} -> {self.dst}",
+                 f"  template {self.template} {self.size[0]}x{self.size[1]}, {self.source}, choose {self.choose}"]
+        lines += [f"  {name:<{width}}  {value:>7}" for name, value in rows]
+        speed = self.aligned / self.seconds if self.seconds > 0 and self.aligned else 0.0
+        lines.append(f"  {'time':<{width}}  {self.seconds:>6.1f}s" + (f" ({speed:.1f} img/s)" if speed else ""))
+        for label, items in (("no face", self.no_face),
+                             ("unreadable", [f"{u['path']}: {u['error']}" for u in self.unreadable])):
+            if items:
+                shown = ", ".join(items[:5]) + (f", … ({len(items) - 5} more)" if len(items) > 5 else "")
+                lines.append(f"  {label}: {shown}")
+        lines.append(f"  report: {Path(self.dst) / REPORT_NAME}")
+        return "\n".join(lines)
+
+
+def read_landmarks_file(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """A landmarks file -> ``{relative image path: float64 (5, 2)}``.
+
+    One face per line: ``relative/path x1 y1 x2 y2 x3 y3 x4 y4 x5 y5`` (left eye, right eye, nose, left and right
+    mouth corner, as seen in the image), optionally followed by one more number (a score, as in IJB-C's
+    ``*_5pts_score.txt``), which is ignored. Whitespace-separated; the path may contain spaces; blank lines and
+    lines starting with ``#`` are skipped. A duplicated path, a short line or a non-finite number is a
+    :class:`DataError` naming the line.
+    """
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{file}: no such landmarks file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"{file}: cannot read the landmarks file: {error}") from None
+    result: dict[str, np.ndarray] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        tokens = stripped.split()
+        if _trailing_numbers(tokens, 11):  # path, 10 coordinates, score
+            name, numbers = " ".join(tokens[:-11]), [float(t) for t in tokens[-11:-1]]
+        elif _trailing_numbers(tokens, 10):
+            name, numbers = " ".join(tokens[:-10]), [float(t) for t in tokens[-10:]]
+        else:
+            raise DataError(f"{file}:{number}: expected 'path x1 y1 ... x5 y5', got {stripped[:120]!r}")
+        points = np.asarray(numbers, dtype=np.float64).reshape(5, 2)
+        if not np.isfinite(points).all():
+            raise DataError(f"{file}:{number}: {name}: landmarks contain NaN or infinite values")
+        key = Path(name).as_posix()
+        if key in result:
+            raise DataError(f"{file}:{number}: {name} is listed twice (one face per image)")
+        result[key] = points
+    if not result:
+        raise DataError(f"{file}: the landmarks file lists no image")
+    return result
+
+
+def _trailing_numbers(tokens: list[str], count: int) -> bool:
+    """Whether the last ``count`` tokens are numbers and at least one token (the path) precedes them."""
+    if len(tokens) < count + 1:
+        return False
+    try:
+        for token in tokens[-count:]:
+            float(token)
+    except ValueError:
+        return False
+    return True
+
+
+def _output_path(dst: Path, relative: str, image_format: str) -> tuple[Path, str]:
+    """Output file and Pillow format for an input image's relative path: JPEG stays JPEG under ``"same"``,
+    anything else becomes PNG (suffix replaced)."""
+    suffix = Path(relative).suffix.lower()
+    is_jpeg = suffix in (".jpg", ".jpeg")
+    if image_format == "jpg" or (image_format == "same" and is_jpeg):
+        return dst / (relative if is_jpeg else Path(relative).with_suffix(".jpg").as_posix()), "JPEG"
+    return dst / (relative if suffix == ".png" else Path(relative).with_suffix(".png").as_posix()), "PNG"
+
+
+def _write_atomically(path: Path, image: np.ndarray, fmt: str) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    grey = image[:, :, 0] if (image[:, :, 0] == image[:, :, 1]).all() and (image[:, :, 0] == image[:, :, 2]).all() \
+        else image
+    try:
+        options = {"quality": 95} if fmt == "JPEG" else {}
+        Image.fromarray(np.ascontiguousarray(grey)).save(temporary, format=fmt, **options)
+        os.replace(temporary, path)
+    except OSError as error:
+        try:
+            temporary.unlink()
+        except OSError:
+            pass
+        raise DataError(f"{path}: cannot write the aligned image: {error.strerror or error}") from None
+
+
+def _scan(src: Path) -> list[str]:
+    return sorted(p.relative_to(src).as_posix() for p in src.rglob("*") if p.is_file() and is_image_file(p.name))
+
+
+def align_folder(src: str | os.PathLike[str], dst: str | os.PathLike[str], detector: Any = None, *,
+                 landmarks: str | os.PathLike[str] | dict[str, np.ndarray] | None = None,
+                 template: TemplateLike = "arcface", choose: str = "largest", min_score: float | None = None,
+                 image_format: str = "same", progress: bool = True,
+                 detector_options: dict[str, Any] | None = None) -> AlignReport:
+    """Align every image under ``src`` into ``dst`` (same relative paths) and write ``dst/align_report.json``.
+
+    Args:
+        src: folder of photos (searched recursively for image files).
+        dst: output folder (created; must not lie inside ``src``). Existing outputs are kept and skipped (resume).
+        detector: a detector object or detector weights (SCRFD / YuNet ONNX, see
+            :func:`~facesphere.infer.detectors.build_detector` with ``detector_options``). Exclusive with ``landmarks``.
+        landmarks: a landmarks file (see :func:`read_landmarks_file`) or a ready ``{relative path: (5, 2)}`` dict;
+            only the listed images are aligned.
+        template: ``"arcface"`` (112x112), ``"sphereface"`` (112x96) or a size (METHODS §9).
+        choose: ``"largest"``, ``"central"`` or ``"score"``: which face when a photo shows several.
+        min_score: ignore detections under this score (default: the detector's threshold only).
+        image_format: ``"same"`` (JPEG for JPEG inputs, PNG otherwise), ``"jpg"`` or ``"png"``.
+        progress: show a progress bar.
+
+    Returns:
+        An :class:`AlignReport` (also written as JSON to ``dst/align_report.json``).
+    """
+    source_dir, out_dir = Path(src), Path(dst)
+    if not source_dir.is_dir():
+        raise DataError(f"{source_dir}: no such folder")
+    if (detector is None) == (landmarks is None):
+        raise InvalidOptionError("align_folder needs exactly one of a detector and a landmarks file")
+    if image_format not in IMAGE_FORMATS:
+        raise InvalidOptionError(f"image_format must be one of {', '.join(IMAGE_FORMATS)}, got {image_format!r}")
+    resolved_src, resolved_dst = source_dir.resolve(), out_dir.resolve()
+    if resolved_dst == resolved_src or resolved_src in resolved_dst.parents:
+        raise InvalidOptionError(f"{out_dir}: the output folder must not be {source_dir} or lie inside it")
+    spec = get_template(template)
+    from .detectors import CHOOSE_RULES
+
+    if choose not in CHOOSE_RULES:
+        raise InvalidOptionError(f"unknown face choice {choose!r}; valid: {', '.join(CHOOSE_RULES)}")
+
+    given: dict[str, np.ndarray] | None = None
+    if landmarks is not None:
+        if isinstance(landmarks, dict):
+            given = {Path(k).as_posix(): np.asarray(v, dtype=np.float64) for k, v in landmarks.items()}
+            source = "given landmarks"
+        else:
+            given = read_landmarks_file(landmarks)
+            source = f"landmarks {landmarks}"
+        for name in given:
+            if Path(name).is_absolute() or ".." in Path(name).parts:
+                raise DataError(f"{landmarks if not isinstance(landmarks, dict) else 'landmarks'}: {name}: image "
+                                f"paths must be relative to {source_dir} and stay inside it")
+        found = _scan(source_dir)
+        work = list(given)
+        listed = set(work)
+        not_listed = [name for name in found if name not in listed]
+    else:
+        detector = build_detector(detector, **(detector_options or {}))
+        source = f"detector {Path(getattr(detector, 'path', type(detector).__name__)).name}"
+        work = _scan(source_dir)
+        not_listed = []
+    report = AlignReport(src=str(source_dir), dst=str(out_dir), template=spec.name, size=spec.size, source=source,
+                         choose=choose, total=len(work), not_listed=not_listed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    targets: dict[Path, str] = {}
+    for relative in tqdm(work, desc="align", unit="img", disable=not progress or len(work) < 2):
+        target, fmt = _output_path(out_dir, relative, image_format)
+        if target in targets:
+            report.unreadable.append({"path": relative, "error": f"its output {target.name} is also the output of "
+                                                                 f"{targets[target]}"})
+            continue
+        targets[target] = relative
+        if target.exists():
+            report.already_aligned += 1
+            continue
+        try:
+            image = read_image(source_dir / relative)
+        except DataError as error:
+            report.unreadable.append({"path": relative, "error": _strip_source(str(error), source_dir / relative)})
+            continue
+        if given is not None:
+            points = given[relative]
+        else:
+            detections = detector.detect(image)
+            face = choose_face(detections, image.shape, choose, min_score)
+            if face is None:
+                report.no_face.append(relative)
+                continue
+            if sum(1 for d in detections if min_score is None or d.score >= min_score) > 1:
+                report.several_faces.append(relative)
+            points = face.landmarks
+        try:
+            crop = align_face(image, points, spec)
+        except FaceSphereError as error:
+            report.unreadable.append({"path": relative, "error": str(error)})
+            continue
+        _write_atomically(target, crop, fmt)
+        report.aligned += 1
+    report.seconds = time.perf_counter() - start
+    report_path = out_dir / REPORT_NAME
+    temporary = report_path.with_name(f".{REPORT_NAME}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(report.to_dict(), indent=2))
+    os.replace(temporary, report_path)
+    return report
+
+
+def _strip_source(message: str, path: Path) -> str:
+    prefix = f"{path}: "
+    return message[len(prefix):] if message.startswith(prefix) else message
