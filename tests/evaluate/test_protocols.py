@@ -98,6 +98,8 @@ def test_pair_metrics_records_definitions_and_defined_fars():
     ki = M.kfold_accuracy(s, y, method="insightface")
     assert np.all(k.train_accuracies >= ki.train_accuracies)
     assert "accuracy" not in pair_metrics(s, y, accuracy_method=None)
+    one_fold = pair_metrics(s, y, np.zeros(y.size, int))  # a one-fold list: 10 contiguous blocks instead
+    assert one_fold["accuracy"] == k.mean and "single fold" in one_fold["definitions"]["folds"]
 
 
 # ---------------------------------------------------------------------------------------------------- pair sets

@@ -197,7 +197,7 @@ def pair_metrics(scores: np.ndarray, issame: np.ndarray, folds: np.ndarray | Non
     """Verification metrics of scored pairs (JSON-ready).
 
     ``accuracy_method`` one of ``exact`` / ``insightface`` / ``sphereface`` (10-fold; ``folds`` gives each pair's
-    fold, else 10 contiguous blocks), or None for no k-fold accuracy (IJB). TAR@FAR is reported for every FAR with
+    fold, else — or when it names a single fold — 10 contiguous blocks), or None for no k-fold accuracy (IJB). TAR@FAR is reported for every FAR with
     ``#impostors × FAR >= 1``, with both definitions (``tar_at_far_by_method``); ``tar_at_far`` is the one named by
     ``tar_method``.
     """
@@ -207,6 +207,9 @@ def pair_metrics(scores: np.ndarray, issame: np.ndarray, folds: np.ndarray | Non
     n_neg = int(issame.size - n_pos)
     out: dict[str, Any] = {"pairs": int(issame.size), "genuine_pairs": n_pos, "impostor_pairs": n_neg}
     definitions: dict[str, str] = {}
+    if folds is not None and np.unique(folds).size < 2:  # e.g. a one-fold View-1 list: 10 contiguous blocks instead
+        folds = None
+        definitions["folds"] = "the set defines a single fold: 10 contiguous blocks of pairs in file order used"
     if accuracy_method is not None:
         kfold = M.kfold_accuracy(scores, issame, 10, method=accuracy_method, folds=folds)
         out.update({
