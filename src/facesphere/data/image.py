@@ -173,3 +173,21 @@ def image_size(data: bytes, *, source: str) -> tuple[int, int]:
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise DataError(f"{source}: cannot decode image: {exc}") from None
     return h, w
+
+
+def as_rgb_uint8(image: np.ndarray, source: str) -> np.ndarray:
+    """uint8 (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) -> contiguous uint8 (H, W, 3) RGB; DataError naming ``source``."""
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        raise DataError(f"{source}: expected uint8 pixels, got {array.dtype}")
+    if array.ndim == 2:
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    elif array.ndim == 3 and array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    elif array.ndim == 3 and array.shape[2] == 4:
+        array = array[:, :, :3]
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise DataError(f"{source}: expected an (H, W, 3) RGB or (H, W) grey image, got shape {array.shape}")
+    if array.shape[0] < 1 or array.shape[1] < 1:
+        raise DataError(f"{source}: the image is empty (shape {array.shape})")
+    return np.ascontiguousarray(array)

@@ -100,20 +100,9 @@ class Detection:
 
 def _as_rgb(image: np.ndarray) -> np.ndarray:
     """uint8 (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) -> contiguous uint8 (H, W, 3) RGB."""
-    array = np.asarray(image)
-    if array.dtype != np.uint8:
-        raise DataError(f"detector input must be uint8 pixels, got {array.dtype}")
-    if array.ndim == 2:
-        array = np.repeat(array[:, :, None], 3, axis=2)
-    elif array.ndim == 3 and array.shape[2] == 1:
-        array = np.repeat(array, 3, axis=2)
-    elif array.ndim == 3 and array.shape[2] == 4:
-        array = array[:, :, :3]
-    if array.ndim != 3 or array.shape[2] != 3:
-        raise DataError(f"detector input must be an (H, W, 3) RGB or (H, W) grey image, got shape {array.shape}")
-    if array.shape[0] < 1 or array.shape[1] < 1:
-        raise DataError(f"detector input is empty: shape {array.shape}")
-    return np.ascontiguousarray(array)
+    from ..data.image import as_rgb_uint8
+
+    return as_rgb_uint8(image, "detector input")
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:

@@ -66,18 +66,9 @@ def to_rgb_array(image: ImageLike, position: int = 0) -> np.ndarray:
         Image = None
     if Image is not None and isinstance(image, Image.Image):
         return np.asarray(image.convert("RGB"))
-    array = np.asarray(image)
-    if array.dtype != np.uint8:
-        raise DataError(f"{_describe(image, position)}: expected uint8 pixels, got {array.dtype}")
-    if array.ndim == 2:
-        array = np.repeat(array[:, :, None], 3, axis=2)
-    elif array.ndim == 3 and array.shape[2] == 1:
-        array = np.repeat(array, 3, axis=2)
-    elif array.ndim == 3 and array.shape[2] == 4:
-        array = array[:, :, :3]
-    if array.ndim != 3 or array.shape[2] != 3:
-        raise DataError(f"{_describe(image, position)}: expected an (H, W, 3) or (H, W) image, got {array.shape}")
-    return np.ascontiguousarray(array)
+    from ..data.image import as_rgb_uint8
+
+    return as_rgb_uint8(image, _describe(image, position))
 
 
 def _template_for(size: tuple[int, int]) -> str | tuple[int, int]:
