@@ -163,6 +163,15 @@ def _thin(fpr: np.ndarray, tpr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return fpr[idx], tpr[idx]
 
 
+def _save_figure(fig: Any, path: str | Path) -> Path:
+    """Lay out ``fig`` and write it to ``path`` (parent folders created)."""
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
 def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path,
              fars: Sequence[float] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)) -> Path:
     """All datasets' ROC curves in one PNG: TAR (TPR) against FAR (FPR) on a log axis.
@@ -192,11 +201,7 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path,
     ax.grid(True, which="both", alpha=0.3)
     if curves:
         ax.legend(loc="lower right", fontsize="small")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return _save_figure(fig, path)
 
 
 def plot_score_histogram(name: str, genuine: np.ndarray, impostor: np.ndarray, path: str | Path, *,
@@ -227,8 +232,4 @@ def plot_score_histogram(name: str, genuine: np.ndarray, impostor: np.ndarray, p
     ax.set_ylabel("density")
     ax.set_title(f"{name}: score distributions")
     ax.legend(loc="upper left", fontsize="small")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return _save_figure(fig, path)
