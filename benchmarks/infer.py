@@ -101,9 +101,9 @@ def detection_rows(count: int) -> list[dict]:
     paths = sorted(lfw.glob("*/*.jpg"))[:count]
     images = [read_image(p) for p in paths]
     rows = []
-    for file in ("scrfd_2.5g_bnkps.onnx", "face_detection_yunet_2023mar_int8bq.onnx"):
+    for file in ("scrfd_2.5g_bnkps.onnx", "face_detection_yunet_2023mar_int8bq.onnx", "mtcnn"):
         path = SHARED / "models" / file
-        if not path.is_file():
+        if not path.exists():
             continue
         detector = build_detector(path)
         detect_and_align(images[0], detector)  # warm-up

@@ -69,7 +69,8 @@ def register(commands: Any, data_commands: Any) -> None:
     p.add_argument("--tar-method", choices=("nearest", "interpolate"), default=None,
                    help="TAR@FAR definition (default: nearest for IJB, interpolate otherwise)")
     p.add_argument("--detector", default=None, metavar="WEIGHTS",
-                   help="SCRFD or YuNet ONNX face detector for images that are not aligned crops")
+                   help="SCRFD or YuNet ONNX face detector, or an MTCNN folder (pnet/rnet/onet.onnx), for "
+                        "images that are not aligned crops")
     p.add_argument("--search", choices=("auto", "numpy", "flat", "ivf", "hnsw"), default="auto",
                    help="1:N search backend (default: FAISS flat for large galleries when installed, else numpy)")
     p.add_argument("--no-plots", action="store_true", help="skip roc.png and the score histograms")

@@ -34,7 +34,8 @@ def add_model_options(parser: argparse.ArgumentParser, *, detector: bool = True)
     group.add_argument("--batch-size", type=int, default=32)
     if detector:
         group.add_argument("--detector", type=Path, default=None, metavar="WEIGHTS",
-                           help="SCRFD or YuNet ONNX weights: detect and align faces in unaligned photos")
+                           help="SCRFD or YuNet ONNX weights, or an MTCNN folder (pnet/rnet/onet.onnx): detect and "
+                                "align faces in unaligned photos")
 
 
 def model_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -115,11 +116,30 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0 if result.same else 1
 
 
+def load_check_images(paths: list[Path]) -> Any:
+    """Aligned crops for the export check, as one uint8 RGB ``(N, H, W, 3)`` array; every crop must share a size."""
+    import numpy as np
+
+    from .data.image import read_image
+    from .errors import DataError
+
+    images = [read_image(path) for path in paths]
+    sizes = {image.shape[:2] for image in images}
+    if len(sizes) > 1:
+        raise DataError(f"--check-images: aligned crops of one size expected, found sizes {sorted(sizes)} "
+                        f"(e.g. {paths[0]} is {images[0].shape[1]}x{images[0].shape[0]})")
+    return np.stack(images)
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from .infer.export import export_onnx
 
+    check_images = None
+    if args.check_images:
+        check_images = load_check_images(expand_images(args.check_images)[:args.check_count])
     report = export_onnx(args.model, args.onnx, opset=args.opset, exporter=args.exporter, arch=args.arch,
-                         input_color=args.input_color, input_mean=args.input_mean, input_std=args.input_std)
+                         input_color=args.input_color, input_mean=args.input_mean, input_std=args.input_std,
+                         check_images=check_images)
     print(json.dumps(report, indent=2))
     return 0
 
@@ -152,6 +172,9 @@ def _register_embed_verify_export(commands: Any) -> None:
     p.add_argument("--input-color", choices=("rgb", "bgr"), default=None)
     p.add_argument("--input-mean", type=float, default=None)
     p.add_argument("--input-std", type=float, default=None)
+    p.add_argument("--check-images", nargs="+", default=None, metavar="PATH",
+                   help="also compare PyTorch and onnxruntime on these aligned crops (files and / or folders)")
+    p.add_argument("--check-count", type=int, default=32, help="at most this many --check-images (default 32)")
     p.set_defaults(func=_cmd_export)
 
 
@@ -192,14 +215,16 @@ def _register_data_align(data_commands: Any) -> None:
     p = data_commands.add_parser(
         "align", help="detect and align every face photo in a folder to a 5-point template (METHODS §9)",
         description="Align every image under SRC into DST (same relative paths): the largest (or most central) "
-        "face of each photo, found by an SCRFD / YuNet ONNX detector or read from a landmarks file, warped to the "
-        "ArcFace 112x112 or SphereFace 112x96 template. Images without a face are listed in DST/align_report.json; "
+        "face of each photo, found by an SCRFD / YuNet / MTCNN ONNX detector or read from a landmarks file, warped to "
+        "the ArcFace 112x112 or SphereFace 112x96 template. Images without a face are listed in DST/align_report.json; "
         "existing outputs are skipped, so an interrupted run resumes.",
     )
     p.add_argument("src", type=Path, help="folder of photos (searched recursively)")
     p.add_argument("dst", type=Path, help="output folder (same relative paths)")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--detector", type=Path, metavar="WEIGHTS", help="SCRFD (5 keypoints) or YuNet ONNX weights")
+    source.add_argument("--detector", type=Path, metavar="WEIGHTS",
+                        help="SCRFD (5 keypoints) or YuNet ONNX weights, or an MTCNN folder holding pnet.onnx, "
+                        "rnet.onnx, onet.onnx")
     source.add_argument("--landmarks", type=Path, metavar="FILE",
                         help="text file, one line per image: relative/path x1 y1 ... x5 y5 [score]")
     p.add_argument("--template", type=_parse_template, default="arcface",

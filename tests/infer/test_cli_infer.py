@@ -69,3 +69,20 @@ def test_gallery_add_search_survives_restart(tiny_run, crops, tmp_path, capsys):
     assert main(["gallery", "remove", str(gallery), "id1"]) == 0
     assert main(["gallery", "info", str(gallery)]) == 0
     assert main(["gallery", "search", str(tmp_path / "none"), str(query), "--model", str(tiny_run)]) == 2
+
+
+def test_export_command_checks_given_aligned_crops(tiny_run, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    folder = tmp_path / "aligned"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(3):
+        Image.fromarray(rng.integers(0, 256, (112, 112, 3), dtype=np.uint8)).save(folder / f"{index}.png")
+    out = tmp_path / "model.onnx"
+    assert main(["export", str(tiny_run), "--onnx", str(out), "--exporter", "torchscript",
+                 "--check-images", str(folder), "--check-count", "2"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["checked_batches"][-1] == 2
+    Image.fromarray(np.zeros((100, 90, 3), np.uint8)).save(folder / "odd.png")
+    assert main(["export", str(tiny_run), "--onnx", str(out), "--check-images", str(folder)]) == 2
+    assert "one size" in capsys.readouterr().err

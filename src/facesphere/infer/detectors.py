@@ -1,7 +1,8 @@
 """Face detectors with 5 landmarks from local ONNX weights, and detect -> align in one call.
 
     from facesphere.infer.detectors import build_detector, detect_and_align
-    detector = build_detector("scrfd_2.5g_bnkps.onnx")          # or face_detection_yunet_2023mar_int8bq.onnx
+    detector = build_detector("scrfd_2.5g_bnkps.onnx")          # or face_detection_yunet_2023mar_int8bq.onnx,
+                                                                 # or an MTCNN folder (pnet/rnet/onet.onnx)
     faces = detector.detect(image)                               # list[Detection], best score first
     crop, face = detect_and_align(image, detector)               # (112, 112, 3) uint8 ArcFace crop, or (None, None)
 
@@ -19,6 +20,8 @@ Input conventions (confirmed by experiment on the shared photos, see docs/align.
 * **YuNet** (OpenCV Zoo ``face_detection_yunet_2023mar*.onnx``): BGR, raw 0..255, run by ``cv2.FaceDetectorYN``
   at each image's own size (OpenCV decodes and applies NMS). onnxruntime loads the block-quantised ``int8bq`` graph
   but fails to run it, so YuNet needs OpenCV.
+* **MTCNN** (a folder holding ``pnet.onnx``, ``rnet.onnx``, ``onet.onnx``): see :mod:`facesphere.infer.mtcnn`
+  (RGB, ``(p - 127.5) / 128``, NHWC, images fed transposed).
 
 Which colour order: fed to the detector both ways, 381 colour Glint crops score higher with RGB for SCRFD in 76% of
 the images, and with BGR for YuNet in 97% of them.
@@ -490,12 +493,19 @@ def _kind_from_graph(path: Path) -> str | None:
 
 
 def detector_kind(path: str | os.PathLike[str]) -> str:
-    """Which detector a weights file holds: ``"scrfd"`` or ``"yunet"``, from its name, else from its ONNX graph."""
+    """Which detector a weights file holds: ``"scrfd"`` or ``"yunet"``, from its name, else from its ONNX graph;
+    ``"mtcnn"`` for a folder holding ``pnet.onnx``, ``rnet.onnx`` and ``onet.onnx``."""
     file = Path(path)
     if not file.exists():
         raise DataError(f"{file}: no such detector weights file")
     if file.is_dir():
-        raise DataError(f"{file}: is a folder; expected an SCRFD or YuNet .onnx file")
+        from .mtcnn import MODEL_FILES
+
+        missing = [name for name in MODEL_FILES if not (file / name).is_file()]
+        if missing:
+            raise DataError(f"{file}: is a folder, read as an MTCNN detector, which needs {', '.join(MODEL_FILES)}; "
+                            f"missing: {', '.join(missing)} (or give an SCRFD or YuNet .onnx file)")
+        return "mtcnn"
     lower = file.name.lower()
     if "scrfd" in lower:
         return "scrfd"
@@ -504,7 +514,7 @@ def detector_kind(path: str | os.PathLike[str]) -> str:
     kind = _kind_from_graph(file) if lower.endswith(".onnx") or _looks_like_onnx(file) else None
     if kind is None:
         raise DataError(f"{file}: not a supported face detector: expected an SCRFD (5 keypoints) or YuNet ONNX "
-                        "model (known by its file name or its outputs)")
+                        "model (known by its file name or its outputs), or an MTCNN folder")
     return kind
 
 
@@ -518,16 +528,23 @@ def _looks_like_onnx(path: Path) -> bool:
 
 
 def build_detector(path: str | os.PathLike[str] | FaceDetector, **options: Any) -> FaceDetector:
-    """Open the face detector in ``path`` (SCRFD or YuNet ONNX; the type comes from the file name, else the graph).
+    """Open the face detector in ``path``: SCRFD or YuNet ONNX (the type comes from the file name, else the graph),
+    or a folder holding MTCNN's ``pnet.onnx``, ``rnet.onnx``, ``onet.onnx``.
 
-    ``options`` go to :class:`SCRFDDetector` / :class:`YuNetDetector` (``score_threshold``, ``nms_threshold``,
-    ``input_size``, ``max_faces``, ``threads``; YuNet ``top_k``); an option the detector does not take is an
+    ``options`` go to :class:`SCRFDDetector` / :class:`YuNetDetector` / :class:`~facesphere.infer.mtcnn.MTCNNDetector`
+    (``score_threshold``, ``nms_threshold``, ``input_size``, ``max_faces``, ``threads``; YuNet ``top_k``; MTCNN
+    ``min_face_size``, ``scale_factor``, ``thresholds``); an option the detector does not take is an
     :class:`~facesphere.errors.InvalidOptionError`. A detector object is returned as is.
     """
     if isinstance(path, FaceDetector) or (not isinstance(path, (str, os.PathLike)) and hasattr(path, "detect")):
         return path  # type: ignore[return-value]
     kind = detector_kind(path)
-    cls = DETECTORS[kind]
+    if kind == "mtcnn":
+        from .mtcnn import MTCNNDetector
+
+        cls: type[FaceDetector] = MTCNNDetector
+    else:
+        cls = DETECTORS[kind]
     accepted = [name for name in inspect.signature(cls.__init__).parameters if name not in ("self", "path")]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
