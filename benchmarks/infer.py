@@ -11,7 +11,7 @@ alignment images/s.
   ONNX images/s over eager images/s.
 * Real ONNX recognisers from ``../shared/models`` when present (SFace in OpenCV DNN, MobileFaceNet-128 in
   onnxruntime).
-* Detection + 5-point alignment: SCRFD-2.5G and YuNet on LFW photos (250x250) from ``../shared/data``, images/s of
+* Detection + 5-point alignment: SCRFD-2.5G, YuNet and MTCNN on LFW photos (250x250) from ``../shared/data``, images/s of
   ``detect_and_align`` (decode excluded).
 """
 
@@ -120,8 +120,9 @@ def detection_rows(count: int) -> list[dict]:
 
 
 def machine() -> str:
+    load = ", load average %.1f at the end" % os.getloadavg()[0] if hasattr(os, "getloadavg") else ""
     return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}"
-            f" ({torch.get_num_threads()} threads)")
+            f" ({torch.get_num_threads()} threads){load}")
 
 
 def tables(recognisers: list[dict], real: list[dict], detection: list[dict], command: str) -> str:

@@ -19,7 +19,7 @@ from facesphere.infer.detectors import (
     detector_kind,
     nms,
 )
-from tests.infer.conftest import DATA, MODELS
+from tests.infer.conftest import DATA, MODELS, need, glint_crops, lfw_photos, pad_image
 
 SCRFD = MODELS / "scrfd_2.5g_bnkps.onnx"
 YUNET = MODELS / "face_detection_yunet_2023mar_int8bq.onnx"
@@ -141,50 +141,16 @@ def test_detect_and_align_with_a_fixed_detector():
 # real models on real photos
 
 
-def _need(*paths):
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("cv2")
-    for path in paths:
-        if not path.exists():
-            pytest.skip(f"{path} not present")
-
-
 @pytest.fixture(scope="module")
 def scrfd():
-    _need(SCRFD)
+    need(SCRFD)
     return build_detector(SCRFD)
 
 
 @pytest.fixture(scope="module")
 def yunet():
-    _need(YUNET)
+    need(YUNET, modules=("cv2",))
     return build_detector(YUNET)
-
-
-def _glint_crops(count):
-    paths = sorted((DATA / "glint_sample" / "images").glob("*/*.jpg"))
-    if not paths:
-        pytest.skip("glint_sample not present")
-    from facesphere.data.image import read_image
-
-    step = max(1, len(paths) // count)
-    return [read_image(p) for p in paths[::step][:count]]
-
-
-def _lfw_photos(count):
-    paths = sorted((DATA / "lfw" / "images").glob("*/*.jpg"))
-    if not paths:
-        pytest.skip("LFW not present")
-    from facesphere.data.image import read_image
-
-    step = max(1, len(paths) // count)
-    return [read_image(p) for p in paths[::step][:count]]
-
-
-def _pad(image, margin):
-    out = np.zeros((image.shape[0] + 2 * margin, image.shape[1] + 2 * margin, 3), np.uint8)
-    out[margin:margin + image.shape[0], margin:margin + image.shape[1]] = image
-    return out
 
 
 @pytest.mark.parametrize("which", ["scrfd", "yunet"])
@@ -192,8 +158,8 @@ def test_landmarks_on_aligned_crops_land_on_the_template(which, request):
     """Glint crops are aligned to the ArcFace template: detected on a padded canvas, the landmarks fall back on it."""
     detector = request.getfixturevalue(which)
     errors = []
-    for crop in _glint_crops(12):
-        faces = detector.detect(_pad(crop, 56))
+    for crop in glint_crops(12):
+        faces = detector.detect(pad_image(crop, 56))
         assert faces, "no face on an aligned crop"
         assert [f.score for f in faces] == sorted((f.score for f in faces), reverse=True)
         errors.append(np.linalg.norm(faces[0].landmarks - 56 - ARCFACE_112x112, axis=1))
@@ -205,7 +171,7 @@ def test_landmarks_on_aligned_crops_land_on_the_template(which, request):
 
 def test_detectors_agree_on_lfw_photos(scrfd, yunet):
     distances = []
-    for photo in _lfw_photos(12):
+    for photo in lfw_photos(12):
         a = choose_face(scrfd.detect(photo), photo.shape, "central")
         b = choose_face(yunet.detect(photo), photo.shape, "central")
         assert a is not None and b is not None
@@ -225,11 +191,11 @@ def test_aligned_lfw_faces_redetect_where_the_transform_says(scrfd):
     from facesphere.data.align import estimate_similarity, transform_points
 
     moved, eyes = [], []
-    for photo in _lfw_photos(8):
+    for photo in lfw_photos(8):
         crop, face = detect_and_align(photo, scrfd, choose="central")
         assert crop.shape == (112, 112, 3) and face is not None
         mapped = transform_points(face.landmarks, estimate_similarity(face.landmarks, ARCFACE_112x112))
-        again = scrfd.detect(_pad(crop, 56))
+        again = scrfd.detect(pad_image(crop, 56))
         assert again
         landmarks = again[0].landmarks - 56
         moved.append(np.linalg.norm(landmarks - mapped, axis=1).mean())
@@ -255,15 +221,15 @@ def test_orl_faces_found_upright(scrfd, yunet):
 def test_yunet_wants_bgr(yunet):
     """The colour convention: YuNet scores higher when the network sees BGR (what the detector feeds it)."""
     given, swapped = [], []
-    for crop in _glint_crops(16):
-        canvas = _pad(crop, 56)
+    for crop in glint_crops(16):
+        canvas = pad_image(crop, 56)
         given.append(max((f.score for f in yunet.detect(canvas)), default=0.0))
         swapped.append(max((f.score for f in yunet.detect(canvas[:, :, ::-1])), default=0.0))
     assert np.mean(given) > np.mean(swapped)
 
 
 def test_several_faces_and_empty_images(scrfd):
-    crops = _glint_crops(2)
+    crops = glint_crops(2)
     canvas = np.zeros((320, 480, 3), np.uint8)
     canvas[100:212, 40:152] = crops[0]  # 112 px face, off-centre
     big = np.asarray(__import__("PIL.Image", fromlist=["Image"]).fromarray(crops[1]).resize((168, 168)))
@@ -277,7 +243,7 @@ def test_several_faces_and_empty_images(scrfd):
 
 
 def test_scrfd_input_sizes_agree(scrfd):
-    photo = _lfw_photos(1)[0]
+    photo = lfw_photos(1)[0]
     reference = choose_face(scrfd.detect(photo), photo.shape, "central")
     for options in ({"input_size": None}, {"input_size": (320, 256)}, {"input_size": 640, "upscale": True}):
         other = choose_face(build_detector(SCRFD, **options).detect(photo), photo.shape, "central")
@@ -285,7 +251,7 @@ def test_scrfd_input_sizes_agree(scrfd):
 
 
 def test_build_detector_kinds_and_errors(tmp_path):
-    _need(SCRFD, YUNET)
+    need(SCRFD, YUNET, modules=("onnxruntime", "cv2"))
     assert detector_kind(SCRFD) == "scrfd" and detector_kind(YUNET) == "yunet"
     renamed = tmp_path / "model.onnx"
     shutil.copy(SCRFD, renamed)
@@ -318,7 +284,7 @@ def test_detector_input_errors(scrfd):
 
 
 def test_sphereface_template_from_detection(scrfd):
-    photo = _lfw_photos(1)[0]
+    photo = lfw_photos(1)[0]
     crop, face = detect_and_align(photo, scrfd, template="sphereface")
     assert crop.shape == (112, 96, 3)
     np.testing.assert_array_equal(crop, align_face(np.repeat(photo[:, :, :1], 3, 2), face.landmarks,

@@ -8,6 +8,8 @@ import pytest
 from facesphere.errors import FaceSphereError, InvalidOptionError, UnknownNameError
 from facesphere.infer.models import OnnxRuntimeEmbedder, load_embedder
 
+from .conftest import glint_crops
+
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
@@ -50,23 +52,11 @@ def test_export_options_are_checked(tiny_run, tmp_path):
         export_onnx(tiny_run, tmp_path / "m.onnx", opset=11)
 
 
-def _glint_crops(count: int) -> np.ndarray:
-    from facesphere.data.image import read_image
-
-    from .conftest import DATA
-
-    root = DATA / "glint_sample" / "images"
-    if not root.is_dir():
-        pytest.skip(f"{root} not found (the shared data sits beside the checkout)")
-    paths = sorted(root.glob("*/*.jpg"))[:: 97][:count]
-    return np.stack([read_image(path) for path in paths])
-
-
 def test_export_matches_pytorch_on_real_aligned_faces(tiny_run, tmp_path):
     """The acceptance check on real faces: Glint crops (aligned 112x112) through the exported run."""
     from facesphere.infer.export import export_onnx
 
-    faces = _glint_crops(24)
+    faces = np.stack(glint_crops(24))
     out = tmp_path / "model.onnx"
     report = export_onnx(tiny_run, out, exporter="torchscript", check_images=faces, batch_sizes=(1,))
     assert report["checked_batches"] == [1, len(faces)] and report["max_rel_diff"] <= 1e-4
@@ -89,7 +79,7 @@ def test_paper_backbones_export_within_tolerance_on_real_faces(backbone, tmp_pat
     from facesphere.infer.export import export_onnx
     from facesphere.infer.models import TorchEmbedder
 
-    faces = _glint_crops(16)
+    faces = np.stack(glint_crops(16))
     torch.manual_seed(0)
     module = build_backbone(backbone, embed_dim=128)
     module.train()

@@ -21,7 +21,7 @@ from facesphere.infer.mtcnn import (
     regress,
     square,
 )
-from tests.infer.conftest import DATA, MODELS
+from tests.infer.conftest import MODELS, need, glint_crops, lfw_photos, pad_image
 
 MTCNN = MODELS / "mtcnn"
 SCRFD = MODELS / "scrfd_2.5g_bnkps.onnx"
@@ -132,22 +132,15 @@ def test_crop_patches_pad_with_zeros():
 # building the detector
 
 
-def _need(*paths):
-    pytest.importorskip("onnxruntime")
-    for path in paths:
-        if not path.exists():
-            pytest.skip(f"{path} not present")
-
-
 @pytest.fixture(scope="module")
 def mtcnn():
-    _need(*(MTCNN / name for name in MODEL_FILES))
+    need(*(MTCNN / name for name in MODEL_FILES))
     return build_detector(MTCNN)
 
 
 @pytest.fixture(scope="module")
 def scrfd():
-    _need(SCRFD)
+    need(SCRFD)
     return build_detector(SCRFD)
 
 
@@ -181,7 +174,7 @@ def test_build_detector_on_an_mtcnn_folder(mtcnn, tmp_path):
 
 
 def test_missing_onnxruntime_is_named(monkeypatch):
-    _need(MTCNN)
+    need(MTCNN)
     import sys
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
@@ -193,35 +186,9 @@ def test_missing_onnxruntime_is_named(monkeypatch):
 # the shared weights on real photos
 
 
-def _lfw_photos(count):
-    paths = sorted((DATA / "lfw" / "images").glob("*/*.jpg"))
-    if not paths:
-        pytest.skip("LFW not present")
-    from facesphere.data.image import read_image
-
-    step = max(1, len(paths) // count)
-    return [read_image(p) for p in paths[::step][:count]]
-
-
-def _glint_crops(count):
-    paths = sorted((DATA / "glint_sample" / "images").glob("*/*.jpg"))
-    if not paths:
-        pytest.skip("glint_sample not present")
-    from facesphere.data.image import read_image
-
-    step = max(1, len(paths) // count)
-    return [read_image(p) for p in paths[::step][:count]]
-
-
-def _pad(image, margin):
-    out = np.zeros((image.shape[0] + 2 * margin, image.shape[1] + 2 * margin, 3), np.uint8)
-    out[margin:margin + image.shape[0], margin:margin + image.shape[1]] = image
-    return out
-
-
 def test_lfw_faces_and_landmarks_agree_with_scrfd(mtcnn, scrfd):
     distances = []
-    for photo in _lfw_photos(10):
+    for photo in lfw_photos(10):
         faces = mtcnn.detect(photo)
         assert [f.score for f in faces] == sorted((f.score for f in faces), reverse=True)
         face = choose_face(faces, photo.shape, "central")
@@ -241,10 +208,10 @@ def test_lfw_faces_and_landmarks_agree_with_scrfd(mtcnn, scrfd):
 def test_aligning_with_mtcnn_landmarks(mtcnn, scrfd):
     """detect -> align with MTCNN; SCRFD finds the eyes of the aligned crop near the ArcFace template's."""
     eyes = []
-    for photo in _lfw_photos(4):
+    for photo in lfw_photos(4):
         crop, face = detect_and_align(photo, mtcnn, choose="central")
         assert crop.shape == (112, 112, 3) and crop.dtype == np.uint8 and face is not None
-        again = scrfd.detect(_pad(crop, 56))
+        again = scrfd.detect(pad_image(crop, 56))
         assert again
         eyes.append(np.linalg.norm(again[0].landmarks[:2] - 56 - ARCFACE_112x112[:2], axis=1).mean())
     assert np.median(eyes) < 4.5 and max(eyes) < 8.0
@@ -254,8 +221,8 @@ def test_colour_crops_land_on_the_template_and_want_rgb(mtcnn):
     """Aligned Glint crops, padded: the landmarks fall back on the ArcFace template (the transposed input and the
     x-first output layout are right), and P-Net is surer of the face fed RGB than BGR (the colour order)."""
     errors, rgb, bgr = [], [], []
-    for crop in _glint_crops(8):
-        canvas = _pad(crop, 56)
+    for crop in glint_crops(8):
+        canvas = pad_image(crop, 56)
         face = choose_face(mtcnn.detect(canvas), canvas.shape, "central")
         assert face is not None
         errors.append(np.linalg.norm(face.landmarks - 56 - ARCFACE_112x112, axis=1).mean())
@@ -267,7 +234,7 @@ def test_colour_crops_land_on_the_template_and_want_rgb(mtcnn):
 
 
 def test_two_faces_and_no_face(mtcnn):
-    crops = _glint_crops(2)
+    crops = glint_crops(2)
     canvas = np.zeros((320, 480, 3), np.uint8)
     canvas[100:212, 40:152] = crops[0]
     big = np.asarray(__import__("PIL.Image", fromlist=["Image"]).fromarray(crops[1]).resize((168, 168)))

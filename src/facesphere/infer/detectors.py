@@ -108,17 +108,21 @@ def _as_rgb(image: np.ndarray) -> np.ndarray:
     return as_rgb_uint8(image, "detector input")
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, overlap: str = "iou") -> np.ndarray:
     """Greedy non-maximum suppression.
 
     Args:
         boxes: (N, 4) ``x1, y1, x2, y2``.
         scores: (N,).
-        iou_threshold: a box is dropped when its IoU with a kept, higher-scoring box is above this.
+        iou_threshold: a box is dropped when its overlap with a kept, higher-scoring box is above this.
+        overlap: ``"iou"`` (intersection over union) or ``"min"`` (intersection over the *smaller* area, MTCNN's last
+            stage: a box mostly inside another goes too).
 
     Returns:
         int64 indices of the kept boxes, highest score first (ties: lower index first).
     """
+    if overlap not in ("iou", "min"):
+        raise InvalidOptionError(f"nms: overlap must be 'iou' or 'min', got {overlap!r}")
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     if len(boxes) != len(scores):
@@ -133,9 +137,12 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
         inter_w = np.maximum(np.minimum(x2[best], x2[rest]) - np.maximum(x1[best], x1[rest]), 0)
         inter_h = np.maximum(np.minimum(y2[best], y2[rest]) - np.maximum(y1[best], y1[rest]), 0)
         inter = inter_w * inter_h
-        union = areas[best] + areas[rest] - inter
-        iou = np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-        order = rest[iou <= iou_threshold]
+        if overlap == "iou":
+            denominator = areas[best] + areas[rest] - inter
+        else:
+            denominator = np.minimum(areas[best], areas[rest])
+        ratio = np.where(denominator > 0, inter / np.where(denominator > 0, denominator, 1), 0.0)
+        order = rest[ratio <= iou_threshold]
     return np.asarray(keep, dtype=np.int64)
 
 

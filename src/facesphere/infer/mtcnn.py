@@ -133,23 +133,7 @@ def nms_min(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarr
     is more than ``threshold`` of the *smaller* of the two areas (so a box mostly inside another goes too).
 
     Returns int64 indices of the kept boxes, highest score first (ties: lower index first)."""
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    if len(boxes) != len(scores):
-        raise DataError(f"nms_min: {len(boxes)} boxes but {len(scores)} scores")
-    x1, y1, x2, y2 = boxes.T
-    areas = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
-    order = np.argsort(-scores, kind="stable")
-    keep: list[int] = []
-    while order.size:
-        best, rest = order[0], order[1:]
-        keep.append(int(best))
-        inter = (np.maximum(np.minimum(x2[best], x2[rest]) - np.maximum(x1[best], x1[rest]), 0)
-                 * np.maximum(np.minimum(y2[best], y2[rest]) - np.maximum(y1[best], y1[rest]), 0))
-        smaller = np.minimum(areas[best], areas[rest])
-        overlap = np.where(smaller > 0, inter / np.where(smaller > 0, smaller, 1), 0.0)
-        order = rest[overlap <= threshold]
-    return np.asarray(keep, dtype=np.int64)
+    return nms(boxes, scores, threshold, overlap="min")
 
 
 def pad_boxes(boxes: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
