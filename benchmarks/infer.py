@@ -91,7 +91,18 @@ def real_recogniser_rows(batches: list[int], min_time: float) -> list[dict]:
     return rows
 
 
+#: (label, file under ../shared/models, build_detector options) of the detection rows.
+DETECTION_SETUPS = (
+    ("SCRFD-2.5G (default: photo fed at its own size, padded to 32)", "scrfd_2.5g_bnkps.onnx", {}),
+    ("SCRFD-2.5G, upscale=True (640x640, InsightFace's way)", "scrfd_2.5g_bnkps.onnx", {"upscale": True}),
+    ("YuNet int8bq (OpenCV)", "face_detection_yunet_2023mar_int8bq.onnx", {}),
+    ("MTCNN (min_face_size 20, threads=1)", "mtcnn", {}),
+    ("MTCNN, threads=None (onnxruntime's default)", "mtcnn", {"threads": None}),
+)
+
+
 def detection_rows(count: int) -> list[dict]:
+    from facesphere.data.align import align_face
     from facesphere.data.image import read_image
     from facesphere.infer.detectors import build_detector, detect_and_align
 
@@ -101,21 +112,32 @@ def detection_rows(count: int) -> list[dict]:
     paths = sorted(lfw.glob("*/*.jpg"))[:count]
     images = [read_image(p) for p in paths]
     rows = []
-    for file in ("scrfd_2.5g_bnkps.onnx", "face_detection_yunet_2023mar_int8bq.onnx", "mtcnn"):
+    landmarks = None
+    for label, file, options in DETECTION_SETUPS:
         path = SHARED / "models" / file
         if not path.exists():
             continue
-        detector = build_detector(path)
+        detector = build_detector(path, **options)
         detect_and_align(images[0], detector)  # warm-up
-        found = 0
+        found, points = 0, []
         start = time.perf_counter()
         for image in images:
-            aligned, _ = detect_and_align(image, detector)
+            aligned, face = detect_and_align(image, detector)
             found += aligned is not None
+            points.append(None if face is None else face.landmarks)
         elapsed = time.perf_counter() - start
-        rows.append({"detector": file, "images": len(images), "speed": len(images) / elapsed,
+        landmarks = landmarks or points
+        rows.append({"detector": label, "images": len(images), "speed": len(images) / elapsed,
                      "found": found / len(images)})
-        print(f"  {file:<44} {len(images) / elapsed:7.1f} img/s, face found in {found}/{len(images)}", flush=True)
+        print(f"  {label:<62} {len(images) / elapsed:7.1f} img/s, face found in {found}/{len(images)}", flush=True)
+    if landmarks:  # the warp alone, on the first detector's landmarks
+        known = [(image, points) for image, points in zip(images, landmarks) if points is not None]
+        start = time.perf_counter()
+        for image, points in known:
+            align_face(image, points)
+        elapsed = time.perf_counter() - start
+        rows.append({"detector": "alignment alone (align_face, 112x112, landmarks given)", "images": len(known),
+                     "speed": len(known) / elapsed, "found": 1.0})
     return rows
 
 

@@ -1,8 +1,9 @@
 """Real faces, end to end: detect -> align -> embed -> protocol, on the shared LFW and Glint sample.
 
-    python benchmarks/real_faces.py [--work DIR] [--no-write]
+    python benchmarks/real_faces.py [--all] [--models sface mobilefacenet] [--skip-export] [--work DIR] [--no-write]
+    python benchmarks/real_faces.py --all --from-results      # rewrite the docs tables from WORK/results.json
 
-Writes the tables of docs/results.md (section "infer"); every number below is computed here:
+Writes the tables of docs/results.md (sections "infer" and "eval"); every number below is computed here:
 
 1. LFW (grayscale copy, official View-2 pairs): each 250x250 photo is detected (SCRFD-2.5G, and YuNet as a second
    detector) and aligned by its 5 landmarks to the ArcFace 112x112 template with ``facesphere data align``'s
@@ -157,7 +158,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="also YuNet alignment and the no-alignment baseline (about 15 more minutes on 2 cores)")
     parser.add_argument("--models", nargs="+", choices=("sface", "mobilefacenet"), default=["sface", "mobilefacenet"])
     parser.add_argument("--skip-export", action="store_true", help="skip the train-export-compare step")
+    parser.add_argument("--from-results", action="store_true",
+                        help="compute nothing: rewrite the docs tables from WORK/results.json of an earlier run "
+                             "(give that run's options too)")
     args = parser.parse_args(argv)
+    command = " ".join(["python benchmarks/real_faces.py"] + [
+        option for option in (argv if argv is not None else sys.argv[1:]) if option != "--from-results"])
+    if args.from_results:
+        results = json.loads((args.work / "results.json").read_text())
+        results.setdefault("command", command)
+        return _finish(results, args.work, args)
     chosen = {name: path for name, path in MODELS.items()
               if ("sface" if name.startswith("SFace") else "mobilefacenet") in args.models}
     if not (SHARED / "data" / "lfw").is_dir():
@@ -165,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
-    results: dict = {"lfw": [], "glint": [], "export": {}}
+    results: dict = {"lfw": [], "glint": [], "export": {}, "command": command}
 
     folders = {}
     for detector in (("SCRFD-2.5G", "YuNet", None) if args.all else ("SCRFD-2.5G",)):
@@ -222,7 +232,8 @@ def _finish(results: dict, work: Path, args: argparse.Namespace) -> int:
 
         write_section(ROOT / "docs" / "results.md", "infer", text)
         if results.get("protocols"):
-            write_section(ROOT / "docs" / "results.md", "eval", protocol_table(results["protocols"]))
+            write_section(ROOT / "docs" / "results.md", "eval",
+                          protocol_table({**results["protocols"], "command": results["command"]}))
     return 0
 
 
@@ -233,7 +244,7 @@ def protocol_table(p: dict) -> str:
     return "\n".join([
         f"### LFW (grayscale copy), {p['model']}, {p['alignment']} detection and ArcFace alignment",
         "",
-        "Produced by `python benchmarks/real_faces.py`: the same numbers as",
+        f"Produced by `{p['command']}`: the same numbers as",
         "",
         "```",
         "facesphere data align ../shared/data/lfw/images lfw_aligned/images \\",
@@ -270,7 +281,7 @@ def protocol_table(p: dict) -> str:
 
 def tables(results: dict) -> str:
     lines = [
-        "Produced by `python benchmarks/real_faces.py` (LFW: the shared **grayscale copy**, official View-2 pairs, "
+        f"Produced by `{results['command']}` (LFW: the shared **grayscale copy**, official View-2 pairs, "
         "flip-sum, exact 10-fold accuracy: mean ± std over the folds).",
         "",
         "| recogniser | detection + alignment | photos without a detected face | LFW accuracy | AUC | EER | "

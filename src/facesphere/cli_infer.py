@@ -1,4 +1,5 @@
-"""`facesphere data align`, `embed`, `verify`, `gallery`, `export`: argument parsing only (the work is done by library functions)."""
+"""`facesphere data align`, `embed`, `verify`, `gallery`, `export`: argument parsing only (the work is done by
+library functions)."""
 
 from __future__ import annotations
 

@@ -193,7 +193,8 @@ class OpenCVEmbedder(Embedder):
         outputs = []
         for i in range(len(batch)):  # the quantised graphs are exported with batch 1
             self.net.setInput(batch[i:i + 1])
-            outputs.append(np.array(self.net.forward(), dtype=np.float32).reshape(1, -1))  # copy: OpenCV reuses its buffer
+            # a copy: OpenCV reuses its output buffer
+            outputs.append(np.array(self.net.forward(), dtype=np.float32).reshape(1, -1))
         return np.concatenate(outputs)
 
 

@@ -103,7 +103,7 @@ class FaceRecognizer:
                   **model_options: Any) -> "FaceRecognizer":
         """Open the recogniser at ``model`` (see :func:`~facesphere.infer.models.load_embedder` for sources and
         ``model_options``: ``arch``, ``input_color``, ``input_mean``, ``input_std``, ``device``, ``fp16``) and,
-        if given, the detector weights ``detector`` (an SCRFD or YuNet ONNX file, or a detector object)."""
+        if given, the detector ``detector`` (an SCRFD or YuNet ONNX file, an MTCNN folder, or a detector object)."""
         embedder = load_embedder(model, **model_options)
         if detector is not None and isinstance(detector, (str, os.PathLike)):
             from .detectors import build_detector
