@@ -55,6 +55,7 @@ def recogniser_rows(names: list[str], batches: list[int], min_time: float) -> li
     with tempfile.TemporaryDirectory() as folder:
         for name in names:
             module = build_backbone(name, embed_dim=512).eval()
+            params = sum(parameter.numel() for parameter in module.parameters())
             eager = load_embedder(module)
             onnx_path = Path(folder) / f"{name}.onnx"
             report = export_onnx(eager, onnx_path, exporter="dynamo", batch_sizes=(1, 2))
@@ -65,7 +66,7 @@ def recogniser_rows(names: list[str], batches: list[int], min_time: float) -> li
                                             min_time)
                 t_onnx = images_per_second(lambda b: onnx.embed(b, flip="none", batch_size=batch_size), batch,
                                            min_time)
-                rows.append({"model": name, "batch": batch_size, "eager": t_eager, "onnx": t_onnx,
+                rows.append({"model": f"{name} ({params / 1e6:.2f} M parameters)", "batch": batch_size, "eager": t_eager, "onnx": t_onnx,
                              "ratio": t_onnx / t_eager, "max_rel_diff": report["max_rel_diff"]})
                 print(f"  {name:<14} batch {batch_size:>3}: eager {t_eager:8.1f} img/s, onnxruntime {t_onnx:8.1f} "
                       f"img/s ({t_onnx / t_eager:.2f}x)", flush=True)
@@ -141,8 +142,12 @@ def detection_rows(count: int) -> list[dict]:
     return rows
 
 
+#: the 1-minute load average when the run started (other jobs on the machine), or None
+LOAD_BEFORE = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
 def machine() -> str:
-    load = ", load average %.1f at the end" % os.getloadavg()[0] if hasattr(os, "getloadavg") else ""
+    load = "" if LOAD_BEFORE is None else f", load average {LOAD_BEFORE:.1f} when the run started"
     return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}"
             f" ({torch.get_num_threads()} threads){load}")
 
