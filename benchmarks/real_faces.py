@@ -270,6 +270,7 @@ def protocol_table(p: dict) -> str:
         "```",
         "facesphere data align ../shared/data/lfw/images lfw_aligned/images \\",
         "    --detector ../shared/models/scrfd_2.5g_bnkps.onnx --choose central",
+        "cp ../shared/data/lfw/pairs.txt lfw_aligned/",
         "facesphere eval ../shared/models/face_recognition_sface_2021dec_int8bq.onnx --data lfw:lfw_aligned \\",
         "    --out eval_lfw_sface --save-scores",
         "```",
