@@ -136,6 +136,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from .infer.export import export_onnx
 
     check_images = None
+    if args.check_count < 1:
+        from .errors import InvalidOptionError
+
+        raise InvalidOptionError(f"--check-count must be at least 1, got {args.check_count}")
     if args.check_images:
         check_images = load_check_images(expand_images(args.check_images)[:args.check_count])
     report = export_onnx(args.model, args.onnx, opset=args.opset, exporter=args.exporter, arch=args.arch,

@@ -86,3 +86,5 @@ def test_export_command_checks_given_aligned_crops(tiny_run, tmp_path, capsys):
     Image.fromarray(np.zeros((100, 90, 3), np.uint8)).save(folder / "odd.png")
     assert main(["export", str(tiny_run), "--onnx", str(out), "--check-images", str(folder)]) == 2
     assert "one size" in capsys.readouterr().err
+    assert main(["export", str(tiny_run), "--onnx", str(out), "--check-images", str(folder), "--check-count", "0"]) == 2
+    assert "--check-count" in capsys.readouterr().err
