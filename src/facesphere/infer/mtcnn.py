@@ -242,8 +242,8 @@ class MTCNNDetector(FaceDetector):
             every detector.
         max_faces: keep at most this many faces (best first); ``None``: all.
         threads: onnxruntime intra-op threads per network (default 1: the cascade makes many small runs, for
-            which onnxruntime's thread pool costs more than it gains; on the project's shared 2-core CPU a 250x250
-            LFW photo took ~30 ms with 1 thread and ~140 ms with onnxruntime's default; ``None``: its default).
+            which onnxruntime's thread pool costs more than it gains, most of all on a busy machine: both are timed
+            by ``benchmarks/infer.py``, docs/benchmarks.md; ``None``: onnxruntime's default).
         pnet, rnet, onet: explicit paths to one or more of the networks, instead of the files in ``path``.
     """
 
