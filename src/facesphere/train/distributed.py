@@ -28,6 +28,7 @@ is the tool for that (Partial FC uses it for SphereFace-R's soft feature-normali
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import sys
@@ -171,6 +172,10 @@ def cleanup_distributed() -> None:
     """Destroy the default process group if there is one (safe to call in single-process runs)."""
     global _INFO
     if dist.is_available() and dist.is_initialized():
+        # Free unreachable DDP reducers / pending works first: a Gloo work destroyed on the group's worker thread
+        # while the interpreter finalises tries to take the GIL and aborts the process ("terminate called without
+        # an active exception", seen at exit of 2-process runs).
+        gc.collect()
         dist.destroy_process_group()
     _INFO = None
 
