@@ -14,10 +14,23 @@ Importing the package has no side effects beyond defining these names.
 from __future__ import annotations
 
 from .backbones import build_backbone, list_backbones
-from .errors import DataError, FaceSphereError, InvalidOptionError, UnknownNameError, UnsafePickleError
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    FaceSphereError,
+    GalleryLockedError,
+    InvalidOptionError,
+    NoFaceError,
+    OutputError,
+    TrainingError,
+    UnknownNameError,
+    UnsafePickleError,
+)
 from .heads import HeadOutput, build_head, list_heads
-from .infer.models import load_embedder
+from .infer.embedders import load_embedder
 from .infer.recognizer import FaceRecognizer
+from .run import load_config, load_run
 
 __version__ = "0.1.0"
 
@@ -30,9 +43,17 @@ __all__ = [
     "load_embedder",
     "build_backbone",
     "list_backbones",
+    "load_config",
+    "load_run",
     "FaceSphereError",
     "UnknownNameError",
     "InvalidOptionError",
+    "ConfigError",
     "DataError",
     "UnsafePickleError",
+    "NoFaceError",
+    "OutputError",
+    "CheckpointError",
+    "TrainingError",
+    "GalleryLockedError",
 ]

@@ -1,6 +1,8 @@
-"""Errors a user can cause: bad paths, bad files, bad options.
+"""Errors a user can cause: bad paths, bad files, bad options, runs that cannot go on.
 
 Every such error is a :class:`FaceSphereError`; the CLI prints its message without a traceback and exits non-zero.
+They all live here (and are exported by ``facesphere``) so that a caller can catch any of them without importing the
+module that raises it.
 """
 
 from __future__ import annotations
@@ -21,9 +23,39 @@ class InvalidOptionError(FaceSphereError, ValueError):
     """An option with a valid name but an invalid value."""
 
 
+class ConfigError(FaceSphereError):
+    """A config file or override that does not match the typed config; the message names the file or key."""
+
+
 class DataError(FaceSphereError):
     """A data file that cannot be read: the message names the file (and record) and the problem."""
 
 
 class UnsafePickleError(DataError):
     """A pickle that tries to load something other than plain data."""
+
+
+class NoFaceError(DataError):
+    """The detector found no face in an image."""
+
+
+class OutputError(FaceSphereError):
+    """A file facesphere writes could not be written (disk full, permissions); the message says what was kept."""
+
+
+class CheckpointError(FaceSphereError):
+    """A checkpoint or run directory that cannot be read, or does not fit the model."""
+
+
+class TrainingError(FaceSphereError):
+    """Training cannot go on (e.g. repeated non-finite losses); the message names the likely cause."""
+
+
+class GalleryLockedError(FaceSphereError):
+    """Another process held the gallery's writer lock for longer than ``lock_timeout``."""
+
+
+__all__ = [
+    "FaceSphereError", "UnknownNameError", "InvalidOptionError", "ConfigError", "DataError", "UnsafePickleError",
+    "NoFaceError", "OutputError", "CheckpointError", "TrainingError", "GalleryLockedError",
+]

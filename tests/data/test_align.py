@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -19,8 +17,7 @@ from facesphere.data.align import (
     warp_affine,
 )
 from facesphere.errors import DataError, InvalidOptionError
-
-SHARED = Path(__file__).resolve().parents[3] / "shared"
+from tests.helpers import DATA
 
 
 def _rotation(degrees: float) -> np.ndarray:
@@ -172,7 +169,7 @@ def _test_images() -> list[np.ndarray]:
     rng = np.random.default_rng(2)
     images = [rng.integers(0, 256, size=(60, 70, 3), dtype=np.uint8),
               rng.integers(0, 256, size=(45, 33), dtype=np.uint8)]
-    lfw = sorted((SHARED / "data" / "lfw" / "images").glob("A*/*.jpg"))[:1]
+    lfw = sorted((DATA / "lfw" / "images").glob("A*/*.jpg"))[:1]
     if lfw:
         from facesphere.data.image import read_image
 

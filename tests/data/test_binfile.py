@@ -9,8 +9,8 @@ import struct
 import numpy as np
 import pytest
 
-from facesphere.errors import DataError, UnsafePickleError
 from facesphere.data.binfile import read_bin, write_bin
+from facesphere.errors import DataError, UnsafePickleError
 
 JPEG_A = b"\xff\xd8\xff\xe0" + bytes(range(256)) + b"\xff\xd9"  # 262 bytes: needs BINSTRING, not SHORT_BINSTRING
 JPEG_B = b"\xff\xd8\xff\xe1tiny\xff\xd9"

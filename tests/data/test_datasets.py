@@ -13,27 +13,17 @@ import torch
 from facesphere.data.datasets import (
     BadSample,
     Batch,
-    FaceDataLoader,
     ImageFolderDataset,
     ListFileDataset,
     RecordIODataset,
-    SkipBadSamples,
     build_dataset,
     collate_skip_bad,
-    detect_format,
-    make_train_loader,
 )
+from facesphere.data.loader import FaceDataLoader, SkipBadSamples, make_train_loader
+from facesphere.data.recordio import pack_folder
+from facesphere.data.specs import detect_format
 from facesphere.data.transforms import Normalize, build_train_transform
 from facesphere.errors import DataError, InvalidOptionError, UnknownNameError
-
-try:
-    from facesphere.data.recordio import pack_folder
-
-    HAVE_RECORDIO = True
-except ImportError:  # pragma: no cover - the RecordIO module is written alongside
-    HAVE_RECORDIO = False
-
-needs_recordio = pytest.mark.skipif(not HAVE_RECORDIO, reason="facesphere.data.recordio not available")
 
 H, W = 20, 16
 
@@ -174,7 +164,6 @@ def test_mxnet_lst_format(tiny):
 # ---- RecordIO -----------------------------------------------------------------------------------------------------
 
 
-@needs_recordio
 def test_recordio_matches_folder(tiny, tmp_path):
     pack_folder(str(tiny), str(tmp_path / "rec" / "train"), progress=False)
     folder = ImageFolderDataset(tiny)
@@ -292,7 +281,6 @@ def test_too_many_bad_samples_stops(with_bad):
             pass
 
 
-@needs_recordio
 def test_bad_record_skipped_through_recordio(tmp_path):
     root = tmp_path / "faces"
     for k in range(6):

@@ -9,10 +9,16 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from facesphere.data.image import IMAGE_EXTENSIONS, decode_image, is_image_file, read_image
+from facesphere.data.image import (
+    IMAGE_EXTENSIONS,
+    decode_image,
+    is_image_file,
+    read_image,
+)
 from facesphere.errors import DataError, FaceSphereError, InvalidOptionError
+from tests.helpers import DATA
 
-GLINT = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "glint_sample", "images")
+GLINT = str(DATA / "glint_sample" / "images")
 
 
 def encode(arr: np.ndarray, fmt: str, **kw) -> bytes:

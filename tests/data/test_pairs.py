@@ -8,11 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from facesphere.data.pairs import (
+    PairList,
+    contiguous_folds,
+    read_lfw_pairs,
+    read_pair_list,
+)
 from facesphere.errors import DataError
-from facesphere.data.pairs import PairList, contiguous_folds, read_lfw_pairs, read_pair_list
+from tests.helpers import DATA
 
-SHARED = Path(os.environ.get("FACESPHERE_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
-LFW = SHARED / "lfw"
+LFW = DATA / "lfw"
 
 
 def _touch(root: Path, rel: str) -> None:

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facesphere.errors import DataError
 from facesphere.data.recordio import (
     MAGIC,
     RecordIOFaceSet,
@@ -28,9 +27,10 @@ from facesphere.data.recordio import (
     unpack,
     unpack_image_record,
 )
+from facesphere.errors import DataError
+from tests.helpers import DATA
 
-SHARED = Path(os.environ.get("FACESPHERE_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
-GLINT = SHARED / "glint_sample" / "images"
+GLINT = DATA / "glint_sample" / "images"
 
 M = struct.pack("<I", MAGIC)
 assert M == b"\x0a\x23\xd7\xce"

@@ -9,22 +9,10 @@ import pickle
 import numpy as np
 import pytest
 
+from facesphere.data.recordio import pack_folder
 from facesphere.data.verify import VerifyReport, verify_dataset
 from facesphere.errors import DataError, UnknownNameError
-
-try:
-    from facesphere.data.recordio import pack_folder
-
-    HAVE_RECORDIO = True
-except ImportError:  # pragma: no cover - written alongside
-    HAVE_RECORDIO = False
-
-try:
-    from facesphere.data.binfile import read_bin  # noqa: F401
-
-    HAVE_BIN = True
-except ImportError:  # pragma: no cover - written alongside
-    HAVE_BIN = False
+from tests.helpers import DATA
 
 S = 24  # planted images are S x S
 
@@ -128,7 +116,6 @@ def test_list_file_bad_lines_and_missing_files(planted):
     assert "no such image file" in report.format_table()
 
 
-@pytest.mark.skipif(not HAVE_RECORDIO, reason="facesphere.data.recordio not available")
 def test_recordio_bad_records_and_truncation(tmp_path):
     root = tmp_path / "faces"
     for c in range(2):
@@ -166,7 +153,6 @@ def test_recordio_bad_records_and_truncation(tmp_path):
     assert str(rec) in report.format_table()
 
 
-@pytest.mark.skipif(not HAVE_BIN, reason="facesphere.data.binfile not available")
 def test_bin_file(tmp_path):
     bins = [encode(img(i)) for i in range(6)]
     bins[3] = bins[3][:100]
@@ -188,22 +174,35 @@ def test_lfw_pairs_folder(tmp_path):
             write(str(lfw / "images" / name / f"{name}_{k:04d}.jpg"), encode(img(k)))
     (lfw / "pairs.txt").write_text("1 1\nAnn_A\t1\t2\nAnn_A\t1\tBob_B\t2\n")
     report = verify_dataset(str(lfw), progress=False)
-    assert report.kind == "pairs" and report.total == 3
+    assert report.kind == "lfw" and report.total == 3
     assert bad_items(report) == {str(lfw / "images" / "Bob_B" / "Bob_B_0002.jpg")}
     (lfw / "pairs.txt").write_text("1 2\nAnn_A\t1\t2\nAnn_A\tx\n")
     report = verify_dataset(f"pairs:{lfw}", progress=False)
     items = bad_items(report)
     assert f"{lfw / 'pairs.txt'}:3" in items and str(lfw / "pairs.txt") in items  # bad line + count mismatch
+    # the same file named directly (pairs:FILE with LFW's numeric header) is read as LFW pairs
+    assert bad_items(verify_dataset(f"pairs:{lfw / 'pairs.txt'}", progress=False)) == items
+
+
+def test_opensphere_pair_list(tmp_path):
+    a, b = tmp_path / "a.jpg", tmp_path / "b.jpg"
+    write(str(a), encode(img(1)))
+    write(str(b), b"not an image")
+    listing = tmp_path / "pairs.txt"
+    listing.write_text(f"1 {a} {a}\n0 {a} {b}\n2 {a}\n")
+    report = verify_dataset(f"pairs:{listing}", progress=False)
+    assert report.kind == "pairs" and report.total == 2
+    assert bad_items(report) == {str(b), f"{listing}:3"}
 
 
 def test_spec_errors(tmp_path):
     with pytest.raises(DataError, match="no such file or folder"):
         verify_dataset(str(tmp_path / "missing"), progress=False)
-    with pytest.raises(UnknownNameError, match="pairs:DIR"):
+    with pytest.raises(UnknownNameError, match="lfw:DIR, pairs:FILE"):
         verify_dataset(f"tar:{tmp_path}", progress=False)
 
 
-SHARED_ORL = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "orl")
+SHARED_ORL = str(DATA / "orl")
 
 
 @pytest.mark.skipif(not os.path.isdir(SHARED_ORL), reason="shared ORL faces not present")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facesphere.infer.models import Embedder
+from facesphere.infer.embedders import Embedder
 
 
 class MeanColour(Embedder):

@@ -1,4 +1,4 @@
-"""facesphere.evaluate.protocols: specs, pair sets, a hand-built IJB folder (METHODS §8.3 test vector), ident:DIR
+"""facesphere.evaluate.protocols: pair sets, a hand-built IJB folder (docs/methods.md §8.3 test vector), ident:DIR
 with distractors, checked against numbers computed by hand."""
 
 from __future__ import annotations
@@ -10,18 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facesphere import metrics as M
 from facesphere.data.align import ARCFACE_112x112
-from facesphere.errors import DataError, InvalidOptionError, UnknownNameError
-from facesphere.evaluate.protocols import (
-    CropPreparer,
-    EvalOptions,
-    central_crop,
-    pair_metrics,
-    parse_spec,
-    read_ijb,
-    run_protocol,
-)
+from facesphere.data.ijb import read_ijb
+from facesphere.errors import DataError, UnknownNameError
+from facesphere.evaluate import metrics as M
+from facesphere.evaluate.protocols import EvalOptions, run_protocol
 
 from .conftest import write_image
 
@@ -33,38 +26,6 @@ def unit(v):
     return v / np.linalg.norm(v)
 
 
-# ---------------------------------------------------------------------------------------------------- specs
-
-
-def test_parse_spec_kinds(tmp_path):
-    (tmp_path / "lfw").mkdir()
-    (tmp_path / "x.bin").write_bytes(b"")
-    (tmp_path / "list.txt").write_text("")
-    s = parse_spec("synthetic")
-    assert (s.kind, s.path, s.name, s.options) == ("synthetic", None, "synthetic", {})
-    s = parse_spec("synthetic:pairs_per_fold=6, seed=3,difficulty=1.5")
-    assert s.options == {"pairs_per_fold": 6, "seed": 3, "difficulty": 1.5}
-    assert parse_spec(f"bin:{tmp_path / 'x.bin'}").name == "x"
-    assert parse_spec(f"lfw:{tmp_path / 'lfw'}").name == "lfw"
-    assert parse_spec(f"pairs:{tmp_path / 'list.txt'}").kind == "pairs"
-    assert parse_spec(f"ijb:{tmp_path / 'lfw'}").kind == "ijb"
-    assert parse_spec(f"ident:{tmp_path / 'lfw'}/").name == "lfw"
-
-
-@pytest.mark.parametrize("spec, error, match", [
-    ("megaface:/x", UnknownNameError, "valid: synthetic, bin:FILE.bin"),
-    ("lfw", UnknownNameError, "unknown --data spec"),
-    ("bin:/no/such/file.bin", DataError, "not a file"),
-    ("ident:/no/such/dir", DataError, "not a directory"),
-    ("synthetic:pairs=3", InvalidOptionError, "pairs_per_fold"),
-    ("synthetic:seed=x", InvalidOptionError, "must be a number"),
-    ("", InvalidOptionError, "non-empty"),
-])
-def test_parse_spec_errors(spec, error, match):
-    with pytest.raises(error, match=match):
-        parse_spec(spec)
-
-
 def test_eval_options_validation():
     with pytest.raises(UnknownNameError, match="exact, insightface, sphereface"):
         EvalOptions(accuracy_method="lfw")
@@ -72,34 +33,6 @@ def test_eval_options_validation():
         EvalOptions(tar_method="linear")
     with pytest.raises(UnknownNameError, match="sum, concat, none"):
         EvalOptions(flip="mean")
-
-
-# ---------------------------------------------------------------------------------------------------- pair metrics
-
-
-def test_pair_metrics_records_definitions_and_defined_fars():
-    rng = np.random.default_rng(0)
-    y = np.tile(np.r_[np.ones(50, bool), np.zeros(150, bool)], 10)  # 1,500 impostors
-    s = np.where(y, rng.normal(0.6, 0.15, y.size), rng.normal(0.1, 0.15, y.size))
-    out = pair_metrics(s, y, tar_method="interpolate")
-    assert list(out["tar_at_far"]) == ["1e-01", "1e-02", "1e-03"]  # 1500 x 1e-4 < 1: undefined
-    assert out["tar_at_far"] == out["tar_at_far_by_method"]["interpolate"]
-    assert out["tar_at_far"]["1e-02"] == pytest.approx(M.tar_at_far(s, y, 1e-2))
-    assert out["tar_at_far_by_method"]["nearest"]["1e-03"] == M.tar_at_far(s, y, 1e-3, method="nearest")
-    k = M.kfold_accuracy(s, y)
-    assert out["accuracy"] == k.mean and out["accuracy_std"] == k.std
-    assert out["threshold"] == pytest.approx(np.mean(k.thresholds))
-    assert (out["pairs"], out["genuine_pairs"], out["impostor_pairs"]) == (2000, 500, 1500)
-    assert "exact" in out["definitions"]["accuracy"] and "interpolated" in out["definitions"]["tar_at_far"]
-    grid = pair_metrics(s, y, accuracy_method="insightface", tar_method="nearest")
-    assert grid["threshold_space"] == "distance" and grid["tar_method"] == "nearest"
-    assert "insightface" in grid["definitions"]["accuracy"]
-    # the exact threshold is optimal on the training folds: never below the grid's training accuracy
-    ki = M.kfold_accuracy(s, y, method="insightface")
-    assert np.all(k.train_accuracies >= ki.train_accuracies)
-    assert "accuracy" not in pair_metrics(s, y, accuracy_method=None)
-    one_fold = pair_metrics(s, y, np.zeros(y.size, int))  # a one-fold list: 10 contiguous blocks instead
-    assert one_fold["accuracy"] == k.mean and "single fold" in one_fold["definitions"]["folds"]
 
 
 # ---------------------------------------------------------------------------------------------------- pair sets
@@ -148,32 +81,6 @@ def test_unaligned_images_need_a_detector(tmp_path, mean_colour):
     _write_lfw(tmp_path / "big", size=(250, 250))
     with pytest.raises(DataError, match="--detector"):
         run_protocol(f"lfw:{tmp_path / 'big'}", mean_colour, QUIET)
-
-
-def test_crop_preparer_with_a_detector(monkeypatch):
-    import facesphere.infer.detectors as detectors
-
-    calls = []
-
-    def fake_detect_and_align(image, detector, template="arcface", **kw):
-        calls.append((image.shape, detector, template))
-        if image[0, 0, 0] == 0:
-            return None, None
-        return np.full((112, 112, 3), 7, np.uint8), object()
-
-    monkeypatch.setattr(detectors, "detect_and_align", fake_detect_and_align)
-    prep = CropPreparer((112, 112), detector="DET")
-    aligned = np.zeros((112, 112, 3), np.uint8)
-    assert prep(aligned, "a") is aligned  # already an aligned crop: untouched, no detection
-    assert prep(np.full((250, 250, 3), 9, np.uint8), "b")[0, 0, 0] == 7
-    fallback = prep(np.zeros((250, 200, 3), np.uint8), "c")
-    assert fallback.shape == (112, 112, 3)
-    assert prep.summary() == {"aligned_as_given": 1, "detected": 1, "no_face": 1}
-    assert calls[0] == ((250, 250, 3), "DET", "arcface")
-    # the central-crop fallback: the middle of the image
-    img = np.zeros((200, 200, 3), np.uint8)
-    img[50:150, 50:150] = 255
-    assert central_crop(img, (112, 112)).min() == 255
 
 
 # ---------------------------------------------------------------------------------------------------- IJB

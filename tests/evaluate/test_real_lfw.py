@@ -3,17 +3,14 @@ aligned and embedded with OpenCV Zoo's SFace through ``lfw:DIR``. Skips when the
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
 from facesphere.evaluate.run import evaluate_model
+from tests.helpers import DATA, MODELS
 
-SHARED = Path(os.environ.get("FACESPHERE_SHARED", Path(__file__).resolve().parents[3] / "shared"))
-LFW = SHARED / "data" / "lfw"
-SFACE = SHARED / "models" / "face_recognition_sface_2021dec_int8bq.onnx"
-YUNET = SHARED / "models" / "face_detection_yunet_2023mar_int8bq.onnx"
+LFW = DATA / "lfw"
+SFACE = MODELS / "face_recognition_sface_2021dec_int8bq.onnx"
+YUNET = MODELS / "face_detection_yunet_2023mar_int8bq.onnx"
 
 
 def test_sface_on_an_lfw_slice(tmp_path):
@@ -26,7 +23,7 @@ def test_sface_on_an_lfw_slice(tmp_path):
     root.mkdir()
     (root / "images").symlink_to(LFW / "images", target_is_directory=True)
     (root / "pairs.txt").write_text("2 6\n" + "\n".join(same[:6] + different[:6] + same[6:] + different[6:]) + "\n")
-    from facesphere.infer.models import load_embedder
+    from facesphere.infer.embedders import load_embedder
 
     results = evaluate_model(load_embedder(SFACE), [f"lfw:{root}"], None, detector=str(YUNET), progress=False,
                              plots=False, batch_size=16)

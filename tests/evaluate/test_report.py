@@ -80,8 +80,8 @@ def test_roc_and_histogram_pngs(tmp_path):
 
 
 def test_importing_report_does_not_import_matplotlib():
-    code = ("import sys, facesphere.evaluate.report, facesphere.evaluate.run, facesphere.evaluate.search, "
-            "facesphere.evaluate.protocols, facesphere.cli_eval; "
+    code = ("import sys, facesphere.evaluate.report, facesphere.evaluate.run, facesphere.infer.search, "
+            "facesphere.evaluate.protocols, facesphere.cli; "
             "bad = [m for m in ('matplotlib', 'faiss', 'cv2', 'onnxruntime') if m in sys.modules]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

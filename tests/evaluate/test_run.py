@@ -1,5 +1,5 @@
 """facesphere.evaluate.run.evaluate_model end to end on the synthetic set, checked against an independent
-embedding + scoring written here; embed_images' nn.Module path (the training loop's) against its Embedder path."""
+embedding + scoring written here."""
 
 from __future__ import annotations
 
@@ -10,12 +10,10 @@ import pytest
 import torch
 
 from facesphere import build_backbone
-from facesphere import metrics as M
 from facesphere.data.synthetic import synthetic_pairs
 from facesphere.errors import InvalidOptionError, UnknownNameError
+from facesphere.evaluate import metrics as M
 from facesphere.evaluate.run import evaluate_model
-from facesphere.evaluate.verification import embed_images, evaluate, load_verification_set
-from facesphere.infer.models import load_embedder
 
 SPEC = "synthetic:pairs_per_fold=4"
 
@@ -76,28 +74,10 @@ def test_flip_modes_and_accuracy_definitions(backbone, flip):
     assert results["files"] == {}
 
 
-def test_embed_images_module_and_embedder_paths_agree(backbone):
-    vset = load_verification_set("synthetic", pairs_per_fold=2)
-    embedder = load_embedder(backbone)
-    n = 12
-    for flip in ("sum", "concat", "none"):
-        a = embed_images(backbone, vset.load, n, batch_size=7, flip=flip)
-        b = embed_images(embedder, vset.load, n, batch_size=5, flip=flip)
-        assert a.shape == (n, 32 if flip == "concat" else 16)
-        np.testing.assert_allclose(a, b, atol=1e-5)
-    raw = embed_images(embedder, vset.load, n, flip="sum", normalize=False)
-    norms = np.linalg.norm(raw, axis=1)
-    assert not np.allclose(norms, 1.0)
-    np.testing.assert_allclose(raw / norms[:, None], embed_images(embedder, vset.load, n, flip="sum"), atol=1e-6)
-    # the training loop's entry point still takes an nn.Module and returns the flat keys it logs
-    metrics = evaluate(backbone, vset, batch_size=16)
-    assert {"accuracy", "accuracy_std", "auc", "eer", "pairs"} <= set(metrics)
-
-
 def test_errors(backbone, tmp_path):
     with pytest.raises(InvalidOptionError, match="at least one"):
         evaluate_model(backbone, [], tmp_path)
-    with pytest.raises(UnknownNameError, match="unknown --data spec"):
+    with pytest.raises(UnknownNameError, match="unknown dataset kind"):
         evaluate_model(backbone, ["nope:x"], tmp_path)
     with pytest.raises(UnknownNameError, match="flip"):
         evaluate_model(backbone, SPEC, tmp_path, flip="max")

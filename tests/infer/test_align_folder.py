@@ -14,7 +14,7 @@ from facesphere.data.align import ARCFACE_112x112, SPHEREFACE_112x96
 from facesphere.errors import DataError, InvalidOptionError
 from facesphere.infer.align_folder import align_folder, read_landmarks_file
 from facesphere.infer.detectors import Detection
-from tests.infer.conftest import DATA, MODELS
+from tests.helpers import DATA, MODELS
 
 
 def _dotted_image(landmarks, shape=(180, 160)):

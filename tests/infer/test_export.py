@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 
 from facesphere.errors import FaceSphereError, InvalidOptionError, UnknownNameError
-from facesphere.infer.models import OnnxRuntimeEmbedder, load_embedder
-
-from .conftest import glint_crops
+from facesphere.infer.embedders import OnnxRuntimeEmbedder, load_embedder
+from tests.helpers import glint_crops
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -76,8 +75,8 @@ def test_paper_backbones_export_within_tolerance_on_real_faces(backbone, tmp_pat
     import torch
 
     from facesphere.backbones import build_backbone
+    from facesphere.infer.embedders import TorchEmbedder
     from facesphere.infer.export import export_onnx
-    from facesphere.infer.models import TorchEmbedder
 
     faces = np.stack(glint_crops(16))
     torch.manual_seed(0)

@@ -16,10 +16,22 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from facesphere.errors import DataError, FaceSphereError, InvalidOptionError, UnknownNameError
+from facesphere.errors import (
+    DataError,
+    FaceSphereError,
+    InvalidOptionError,
+    UnknownNameError,
+)
 from facesphere.infer import gallery as gallery_module
-from facesphere.infer.gallery import (INDEX_NAME, Gallery, GalleryWarning, Match, _read_index_file,
-                                      model_fingerprint)
+from facesphere.infer.gallery import (
+    INDEX_NAME,
+    Gallery,
+    GalleryWarning,
+    Match,
+    model_fingerprint,
+)
+from facesphere.infer.gallery.storage import read_index_file
+from facesphere.infer.search import VectorIndex
 
 try:
     import faiss  # noqa: F401
@@ -30,7 +42,7 @@ except ImportError:  # pragma: no cover - faiss-cpu is a test dependency
 
 needs_faiss = pytest.mark.skipif(not HAVE_FAISS, reason="faiss is not installed")
 BACKENDS = [pytest.param("faiss", marks=needs_faiss), "numpy"]
-PACKAGE_DIR = str(Path(gallery_module.__file__).resolve().parents[1])
+PACKAGE_DIR = str(Path(gallery_module.__file__).resolve().parents[2])  # the facesphere package folder
 
 
 def unit_rows(rng: np.random.Generator, count: int, dim: int) -> np.ndarray:
@@ -133,23 +145,24 @@ elif mode == "reader":
     print(json.dumps({"history": history}))
 elif mode == "kill_index_write":
     g = G.Gallery.open(directory)
-    real_write = G._write_faiss_index
-    def half_then_die(faiss, index, path):
-        real_write(faiss, index, path)
+    from facesphere.infer.search import VectorIndex
+    real_write = VectorIndex.write
+    def half_then_die(index, path):
+        real_write(index, path)
         os.truncate(path, os.path.getsize(path) // 2)
         os.kill(os.getpid(), signal.SIGKILL)
-    G._write_faiss_index = half_then_die
+    VectorIndex.write = half_then_die
     g.add(batch_vectors(5, 0, 4, g.dim), "committed_before_kill")
 elif mode == "kill_transaction":
     g = G.Gallery.open(directory)
     calls = []
-    real_blob = G._vector_blob
+    real_blob = G.store._vector_blob
     def blob_then_die(vector):
         calls.append(1)
         if len(calls) == 3:
             os.kill(os.getpid(), signal.SIGKILL)
         return real_blob(vector)
-    G._vector_blob = blob_then_die
+    G.store._vector_blob = blob_then_die
     g.add(batch_vectors(6, 0, 5, g.dim), "never_committed")
 '''
 
@@ -321,19 +334,19 @@ def test_index_cache_tracks_the_database(tmp_path):
     vectors = unit_rows(rng, 40, 8)
     g = Gallery.create(tmp_path / "g", 8)
     g.add(vectors[:20], "a")
-    header, _ = _read_index_file(tmp_path / "g" / INDEX_NAME)
+    header, _ = read_index_file(tmp_path / "g" / INDEX_NAME)
     assert (header["version"], header["ntotal"], header["max_id"]) == (1, 20, 20)
     g.add(vectors[20:30], "b", update_index=False)  # the cache stays at version 1
-    assert _read_index_file(tmp_path / "g" / INDEX_NAME)[0]["version"] == 1
+    assert read_index_file(tmp_path / "g" / INDEX_NAME)[0]["version"] == 1
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # catching up a stale cache is normal: no warning
         reader = Gallery.open(tmp_path / "g", readonly=True)
         assert reader.search(vectors[25], k=1)[0][0].identity == "b"
     assert g.save_index()
-    header, _ = _read_index_file(tmp_path / "g" / INDEX_NAME)
+    header, _ = read_index_file(tmp_path / "g" / INDEX_NAME)
     assert (header["version"], header["ntotal"]) == (2, 30)
     g.add(vectors[30:], "c")
-    assert _read_index_file(tmp_path / "g" / INDEX_NAME)[0]["ntotal"] == 40
+    assert read_index_file(tmp_path / "g" / INDEX_NAME)[0]["ntotal"] == 40
     plain = faiss.read_index(str(tmp_path / "g" / INDEX_NAME))  # a genuine FAISS file (the trailer is ignored)
     scores, labels = plain.search(vectors[35:36], 1)
     assert labels[0, 0] == 36 and scores[0, 0] == pytest.approx(1.0, abs=1e-5)
@@ -389,14 +402,14 @@ def test_index_write_failure_keeps_the_old_file_and_loses_nothing(tmp_path, monk
     index_path = tmp_path / "g" / INDEX_NAME
     old_bytes = index_path.read_bytes()
 
-    real_write = gallery_module._write_faiss_index
+    real_write = VectorIndex.write
 
-    def half_then_fail(faiss, index, path):
-        real_write(faiss, index, path)
+    def half_then_fail(index, path):
+        real_write(index, path)
         os.truncate(path, os.path.getsize(path) // 2)
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(gallery_module, "_write_faiss_index", half_then_fail)
+    monkeypatch.setattr(VectorIndex, "write", half_then_fail)
     with pytest.warns(GalleryWarning, match="could not write the index cache"):
         ids = g.add(vectors[20:], "after")
     assert ids.tolist() == list(range(21, 31))  # committed to SQLite, the source of truth
@@ -408,7 +421,7 @@ def test_index_write_failure_keeps_the_old_file_and_loses_nothing(tmp_path, monk
         reopened = Gallery.open(tmp_path / "g")
         assert len(reopened) == 30 and reopened.search(vectors[25], k=1)[0][0].id == 26
     # the database itself is all-or-nothing: a failure inside the transaction adds nothing
-    monkeypatch.setattr(gallery_module, "_vector_blob", lambda vector: 1 / 0)
+    monkeypatch.setattr(gallery_module.store, "_vector_blob", lambda vector: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         reopened.add(vectors[:3], "lost")
     assert len(reopened) == 30 and "lost" not in reopened.identities()
@@ -424,7 +437,8 @@ def test_sigkill_mid_index_write_and_mid_transaction(tmp_path):
     g.close()
     killed = run_worker("kill_index_write", str(tmp_path / "g"))
     assert killed.returncode == -signal.SIGKILL
-    assert any(p.name.startswith(f".{INDEX_NAME}.tmp-") for p in (tmp_path / "g").iterdir())  # the stray half file
+    assert any(p.name.startswith(f".{INDEX_NAME}.") and p.name.endswith(".tmp")
+               for p in (tmp_path / "g").iterdir())  # the stray half file
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         g = Gallery.open(tmp_path / "g")
@@ -435,7 +449,7 @@ def test_sigkill_mid_index_write_and_mid_transaction(tmp_path):
     assert len(g) == 29 and "never_committed" not in g.identities() and g.version == 2
     g.add(vectors[:1], "next")  # the next writer clears the stray temporary file
     assert not any("tmp" in p.name for p in (tmp_path / "g").iterdir())
-    assert _read_index_file(tmp_path / "g" / INDEX_NAME)[0]["ntotal"] == 30
+    assert read_index_file(tmp_path / "g" / INDEX_NAME)[0]["ntotal"] == 30
 
 
 @needs_faiss
@@ -466,7 +480,7 @@ def test_corrupt_or_missing_index_is_rebuilt_with_a_warning(tmp_path, damage):
     writable = Gallery.open(tmp_path / "g")
     with pytest.warns(GalleryWarning, match=message):
         assert [as_tuples(r) for r in writable.search(vectors[:5], k=3)] == expected
-    assert _read_index_file(index_path)[0]["ntotal"] == 50  # rewritten
+    assert read_index_file(index_path)[0]["ntotal"] == 50  # rewritten
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert [as_tuples(r) for r in Gallery.open(tmp_path / "g").search(vectors[:5], k=3)] == expected
@@ -494,7 +508,7 @@ def test_two_writer_processes_never_corrupt(tmp_path):
             assert {row[0].identity for row in hits} == {f"{prefix}{batch}"}
             assert all(row[0].score > 0.999999 for row in hits)
     if HAVE_FAISS:  # the cache reflects the last committed version
-        assert _read_index_file(tmp_path / "g" / INDEX_NAME)[0]["version"] == 50
+        assert read_index_file(tmp_path / "g" / INDEX_NAME)[0]["version"] == 50
 
 
 def test_readers_during_writes_see_growing_consistent_snapshots(tmp_path):

@@ -13,8 +13,7 @@ import shutil
 import pytest
 
 from facesphere.cli import main
-
-from .conftest import DATA, MODELS
+from tests.helpers import DATA, MODELS
 
 PER_CLASS = 15
 

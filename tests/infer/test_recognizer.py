@@ -9,8 +9,7 @@ from PIL import Image
 import facesphere as fs
 from facesphere.errors import DataError, InvalidOptionError
 from facesphere.infer.recognizer import NoFaceError, to_rgb_array
-
-from .conftest import DATA, MODELS
+from tests.helpers import DATA, MODELS
 
 
 @pytest.fixture(scope="module")

@@ -8,16 +8,16 @@ from pathlib import Path
 import torch
 
 from facesphere.train.distributed import spawn_gloo
-from tests.train.conftest import TINY
+from tests.helpers import TINY
 
 
 def _train_rank(info, out: str, extra: list[str]):
-    from facesphere.train.config import load_config
+    from facesphere.run.config import load_config
     from facesphere.train.loop import train
 
     config = load_config(None, TINY + ["--train.steps", "4", "--train.checkpoint_every", "2", *extra])
     summary = train(config, out=out, progress=False)
-    from facesphere.train.checkpoint import load_checkpoint
+    from facesphere.run.checkpoint import load_checkpoint
 
     name = "step_4.pt" if info.rank == 0 else f"step_4.rank{info.rank}.pt"  # this rank's own final checkpoint
     checkpoint = load_checkpoint(Path(out) / "checkpoints" / name)

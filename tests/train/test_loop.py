@@ -16,8 +16,8 @@ import pytest
 import torch
 from PIL import Image
 
-from facesphere.train.checkpoint import latest_checkpoint, load_checkpoint
-from facesphere.train.config import load_config
+from facesphere.run.checkpoint import latest_checkpoint, load_checkpoint
+from facesphere.run.config import load_config
 from facesphere.train.loop import TrainingError, train
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import facesphere as fs
-from facesphere.train.config import OptimConfig
+from facesphere.run.config import OptimConfig
 from facesphere.train.optim import build_optimizer, lr_factor, param_groups
 
 

@@ -1,18 +1,29 @@
-"""Pair lists for 1:1 verification: LFW ``pairs.txt`` (View 2) and OpenSphere ``label path0 path1`` files.
+"""Pair sets for 1:1 verification: LFW ``pairs.txt`` (View 2), OpenSphere ``label path0 path1`` files, InsightFace
+``.bin`` sets and the built-in synthetic pairs.
 
-Both readers return a :class:`PairList`: two path lists, the same/different flags and a fold index per pair.
+The two list readers return a :class:`PairList` (two path lists, the same/different flags and a fold index per pair);
+:func:`open_pair_set` opens any pair-set spec (``synthetic``, ``bin:``, ``lfw:``, ``pairs:``; see
+:mod:`facesphere.data.specs`) as a :class:`PairSet`: every unique image once, behind ``load(i)``, and the pairs as
+index arrays into them.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 
 from ..errors import DataError
+from .binfile import read_bin
+from .image import decode_image, read_image
+from .specs import PAIR_KINDS, DataSpec, parse_data_spec
+from .synthetic import synthetic_pairs
 
-__all__ = ["PairList", "read_lfw_pairs", "read_pair_list", "contiguous_folds"]
+__all__ = ["PairList", "PairSet", "read_lfw_pairs", "read_pair_list", "contiguous_folds", "open_pair_set",
+           "lfw_images_root"]
 
 
 @dataclass
@@ -208,3 +219,79 @@ def read_pair_list(
     if check_files:
         _check_exists(refs, src)
     return PairList(p1, p2, np.asarray(same, dtype=np.bool_), contiguous_folds(len(p1), num_folds))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# pair sets
+
+#: turns a decoded image (and its source, for messages) into the model's input crop, e.g. detect and align it
+Prepare = Callable[[np.ndarray, str], np.ndarray]
+
+
+@dataclass
+class PairSet:
+    """Pairs over ``num_images`` unique images: ``load(i) -> uint8 (H, W, 3)`` RGB; ``idx1`` / ``idx2`` (N,) int64
+    positions of each pair's images, ``issame`` (N,) bool, ``folds`` (N,) int64 or None (10 contiguous blocks)."""
+
+    name: str
+    load: Callable[[int], np.ndarray]
+    num_images: int
+    idx1: np.ndarray
+    idx2: np.ndarray
+    issame: np.ndarray
+    folds: np.ndarray | None = None
+
+
+def _check_size(image: np.ndarray, size: tuple[int, int], source: str) -> np.ndarray:
+    if tuple(image.shape[:2]) != tuple(size):
+        raise DataError(
+            f"{source}: image is {image.shape[0]}x{image.shape[1]}, the model takes aligned {size[0]}x{size[1]} "
+            "crops: align the set first (5-point alignment to the ArcFace template)"
+        )
+    return image
+
+
+def lfw_images_root(folder: str | os.PathLike[str]) -> Path:
+    """Where an LFW-layout folder keeps its images: ``DIR/images`` when present, else ``DIR``."""
+    root = Path(folder)
+    return root / "images" if (root / "images").is_dir() else root
+
+
+def open_pair_set(spec: str | DataSpec, *, image_size: Sequence[int] = (112, 112), seed: int = 0,
+                  pairs_per_fold: int = 60, difficulty: float = 1.0, identity_spread: float = 1.0,
+                  prepare: Prepare | None = None) -> PairSet:
+    """Open a verification pair set from its spec (``synthetic``, ``bin:FILE``, ``lfw:DIR``, ``pairs:FILE``).
+
+    ``prepare(image, source) -> crop``, if given, turns every decoded image of a ``bin:``, ``lfw:`` or ``pairs:``
+    set into the model's input crop (e.g. detect and align it); by default images must already be aligned crops of
+    ``image_size`` and any other size is a :class:`DataError`. The synthetic set takes ``seed``,
+    ``pairs_per_fold``, ``difficulty`` and ``identity_spread``, overridden by the spec's own options.
+    """
+    parsed = spec if isinstance(spec, DataSpec) else parse_data_spec(spec, PAIR_KINDS)
+    size = (int(image_size[0]), int(image_size[1]))
+    if parsed.kind == "synthetic":
+        options = {"seed": seed, "pairs_per_fold": pairs_per_fold, "difficulty": difficulty,
+                   "identity_spread": identity_spread, **parsed.options}
+        images, idx1, idx2, issame, folds = synthetic_pairs(image_size=size[0], **options)
+        return PairSet("synthetic", lambda i: images[i], len(images), idx1, idx2, issame, folds)
+    path = str(parsed.path)
+    if parsed.kind == "bin":
+        blobs, issame = read_bin(path)
+        n = len(issame)
+        if prepare is None:
+            load = lambda i: decode_image(blobs[i], source=f"{path}[{i}]", expected_size=size)  # noqa: E731
+        else:
+            load = lambda i: prepare(decode_image(blobs[i], source=f"{path}[{i}]"), f"{path}[{i}]")  # noqa: E731
+        return PairSet(parsed.name, load, len(blobs), np.arange(0, 2 * n, 2), np.arange(1, 2 * n, 2),
+                       np.asarray(issame, dtype=bool))
+    if parsed.kind == "lfw":
+        pairs = read_lfw_pairs(Path(path) / "pairs.txt", lfw_images_root(path))
+    else:
+        pairs = read_pair_list(path)
+    paths, idx1, idx2 = pairs.unique_paths()
+    if prepare is None:
+        load = lambda i: _check_size(read_image(paths[i]), size, str(paths[i]))  # noqa: E731
+    else:
+        load = lambda i: prepare(read_image(paths[i]), str(paths[i]))  # noqa: E731
+    return PairSet(parsed.name, load, len(paths), np.asarray(idx1), np.asarray(idx2),
+                   np.asarray(pairs.issame, dtype=bool), np.asarray(pairs.folds))

@@ -1,6 +1,6 @@
 """``facesphere data verify``: decode every image of a dataset and list every bad item.
 
-Supported inputs (a ``scheme:`` prefix or a bare path, see :func:`facesphere.data.datasets.detect_format`):
+Supported inputs (a ``kind:`` prefix or a bare path, see :mod:`facesphere.data.specs`):
 
 * ``folder:DIR`` -- ``DIR/<identity>/<image>``;
 * ``list:FILE`` -- a training list (malformed lines, missing files and undecodable images are all reported);
@@ -8,8 +8,10 @@ Supported inputs (a ``scheme:`` prefix or a bare path, see :func:`facesphere.dat
   points past its end -- is reported as one bad item; unreadable records, undecodable images and labels outside
   ``[0, num_classes)`` one item each). Without ``expected_size`` the size in ``property`` is expected;
 * ``bin:FILE`` -- an InsightFace verification ``.bin`` (pairs of encoded images);
-* ``pairs:DIR`` -- an LFW-style folder with ``pairs.txt`` (images at ``DIR/images/<name>/<name>_<NNNN>.jpg`` or
-  ``DIR/<name>/...``): every line parsed, every referenced image checked.
+* ``lfw:DIR`` -- an LFW-style folder with ``pairs.txt`` (images at ``DIR/images/<name>/<name>_<NNNN>.jpg`` or
+  ``DIR/<name>/...``): every line parsed, every referenced image checked;
+* ``pairs:FILE`` -- an OpenSphere pair list (``label path0 path1``), or an LFW ``pairs.txt`` given as a file (told
+  apart by its numeric header line): every line parsed, every referenced image checked.
 
 The report never stops at the first problem; only a path that does not exist at all raises :class:`DataError`.
 """
@@ -26,13 +28,13 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError, UnknownNameError
-from .datasets import _labels_from_tokens, _split_scheme, detect_format, parse_list_file
+from ..errors import DataError
+from .datasets import _labels_from_tokens, parse_list_file
 from .image import decode_image, is_image_file, read_image_bytes
+from .pairs import lfw_images_root
+from .specs import VERIFY_KINDS, parse_data_spec
 
-__all__ = ["VerifyReport", "verify_dataset", "VERIFY_SCHEMES"]
-
-VERIFY_SCHEMES = ("folder", "list", "rec", "bin", "pairs")
+__all__ = ["VerifyReport", "verify_dataset"]
 
 
 @dataclass
@@ -429,14 +431,11 @@ def _parse_pairs(pairs_file: str, report: VerifyReport) -> list[tuple[str, int]]
     return images
 
 
-def _verify_pairs(report: VerifyReport, path: str, expected, workers, progress, chunk) -> None:
-    if os.path.isdir(path):
-        folder, pairs_file = path, os.path.join(path, "pairs.txt")
-    else:
-        folder, pairs_file = os.path.dirname(os.path.abspath(path)), path
+def _verify_lfw_pairs(report: VerifyReport, folder: str, pairs_file: str, expected, workers, progress,
+                      chunk) -> None:
     if not os.path.isfile(pairs_file):
         raise DataError(f"{pairs_file}: pairs file not found")
-    image_root = os.path.join(folder, "images") if os.path.isdir(os.path.join(folder, "images")) else folder
+    image_root = str(lfw_images_root(folder))
     refs = _parse_pairs(pairs_file, report)
     seen: dict[str, None] = {}
     for name, num in refs:
@@ -447,12 +446,59 @@ def _verify_pairs(report: VerifyReport, path: str, expected, workers, progress, 
     _verify_paths(report, paths, paths, expected, workers, progress, chunk)
 
 
+def _verify_lfw(report: VerifyReport, path: str, expected, workers, progress, chunk) -> None:
+    _verify_lfw_pairs(report, path, os.path.join(path, "pairs.txt"), expected, workers, progress, chunk)
+
+
+def _looks_like_lfw_pairs(path: str) -> bool:
+    """Whether a pairs file starts with LFW's numeric header (``10 300``) rather than an OpenSphere ``label a b`` line."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                fields = line.split()
+                if fields:
+                    return len(fields) in (1, 2) and all(field.isdigit() for field in fields)
+    except OSError:
+        return False
+    return False
+
+
+def _verify_pair_list(report: VerifyReport, path: str, expected, workers, progress, chunk) -> None:
+    if _looks_like_lfw_pairs(path):
+        _verify_lfw_pairs(report, os.path.dirname(os.path.abspath(path)), path, expected, workers, progress, chunk)
+        return
+    seen: dict[str, None] = {}
+    pairs = 0
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        report.bad.append((path, f"{path}: cannot read: {exc}"))
+        return
+    for lineno, raw in enumerate(lines, 1):
+        fields = raw.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        if len(fields) != 3 or fields[0] not in ("0", "1"):
+            where = f"{path}:{lineno}"
+            report.bad.append((where, f"{where}: expected 'label path0 path1' with label 0 or 1, got "
+                                      f"{raw.strip()[:120]!r}"))
+            continue
+        pairs += 1
+        seen.setdefault(fields[1], None)
+        seen.setdefault(fields[2], None)
+    paths = list(seen)
+    report.notes.append(f"{pairs} pairs referencing {len(paths)} distinct images")
+    _verify_paths(report, paths, paths, expected, workers, progress, chunk)
+
+
 _VERIFIERS = {
     "folder": _verify_folder,
     "list": _verify_list,
     "rec": _verify_rec,
     "bin": _verify_bin,
-    "pairs": _verify_pairs,
+    "lfw": _verify_lfw,
+    "pairs": _verify_pair_list,
 }
 
 
@@ -467,7 +513,8 @@ def verify_dataset(
     """Decode every image of a dataset and report every bad item (see the module docstring).
 
     Args:
-        path_or_spec: ``folder:DIR``, ``list:FILE``, ``rec:PREFIX``, ``bin:FILE``, ``pairs:DIR`` or a bare path.
+        path_or_spec: ``folder:DIR``, ``list:FILE``, ``rec:PREFIX``, ``bin:FILE``, ``lfw:DIR``, ``pairs:FILE`` or a
+            bare path.
         expected_size: ``(height, width)`` every image must have (for ``rec``, default: ``property``'s size).
         progress: show a tqdm bar on stderr.
         workers: processes decoding in parallel (1 = in this process).
@@ -476,17 +523,10 @@ def verify_dataset(
         DataError: only when the path does not exist; every other problem is listed in the report.
         UnknownNameError: for an unknown ``scheme:`` prefix.
     """
-    text = os.fspath(path_or_spec)
-    scheme, rest = _split_scheme(text)
-    if scheme is None:
-        scheme, rest = detect_format(rest, evaluation=True)
-    elif scheme not in VERIFY_SCHEMES:
-        raise UnknownNameError(
-            f"{text}: unknown dataset scheme {scheme!r}; valid: folder:DIR, list:FILE, rec:PREFIX, bin:FILE, "
-            "pairs:DIR, or a bare path"
-        )
-    if not rest:
-        raise DataError(f"{text}: the dataset spec names no path after '{scheme}:'")
+    spec = parse_data_spec(path_or_spec, VERIFY_KINDS, check_exists=False)
+    scheme, rest = spec.kind, str(spec.path)
+    if spec.kind != "rec" and not spec.path.exists():
+        raise DataError(f"{rest}: no such file or folder")
     exp = None if expected_size is None else (int(expected_size[0]), int(expected_size[1]))
     report = VerifyReport(path=rest, kind=scheme)
     start = time.perf_counter()

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import FaceSphereError
+from . import metrics as M
 
 __all__ = ["format_table", "write_metrics_json", "plot_roc", "plot_score_histogram", "safe_filename"]
 
@@ -179,8 +180,6 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path,
     ``curves``: ``{dataset name: (scores, issame)}``. The FAR axis starts at the smallest non-zero FAR any curve
     reaches (one impostor pair), so curves of small sets end where their data ends.
     """
-    from .. import metrics as M
-
     fig = _figure(6.4, 4.8)
     ax = fig.add_subplot(1, 1, 1)
     smallest = 1.0

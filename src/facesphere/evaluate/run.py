@@ -1,7 +1,7 @@
 """``evaluate_model``: readers -> protocol -> metrics -> report, for any number of ``--data`` specs.
 
-    from facesphere.infer.models import load_embedder
-    from facesphere.evaluate.run import evaluate_model
+    from facesphere import load_embedder
+    from facesphere.evaluate import evaluate_model
     results = evaluate_model(load_embedder("runs/my_run"), ["synthetic", "bin:lfw.bin"], "eval_out")
 
 writes ``eval_out/metrics.json``, ``eval_out/roc.png`` (every pair protocol's ROC on a log-FAR axis) and
@@ -17,9 +17,20 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import InvalidOptionError
-from .protocols import DEFAULT_TAR_METHOD, EvalOptions, ProtocolResult, parse_spec, run_protocol
-from .report import format_table, plot_roc, plot_score_histogram, safe_filename, write_metrics_json
+from ..data.specs import EVAL_KINDS, parse_data_spec
+from ..errors import FaceSphereError, InvalidOptionError
+from ..infer.detectors import build_detector
+from ..infer.embedders import load_embedder
+from ..run.directory import config_of
+from .protocols import EvalOptions, ProtocolResult, run_protocol
+from .report import (
+    format_table,
+    plot_roc,
+    plot_score_histogram,
+    safe_filename,
+    write_metrics_json,
+)
+from .verification import DEFAULT_TAR_METHOD
 
 __all__ = ["evaluate_model", "format_table", "synthetic_defaults_for"]
 
@@ -27,18 +38,13 @@ __all__ = ["evaluate_model", "format_table", "synthetic_defaults_for"]
 def synthetic_defaults_for(source: Any) -> dict[str, Any]:
     """The synthetic validation settings of a facesphere run (its ``config.yaml``), so ``synthetic`` evaluates the
     same held-out pairs the run validated on; ``{}`` for anything else (ONNX, backbone.pth, modules)."""
-    if not isinstance(source, (str, os.PathLike)):
+    if not isinstance(source, (str, os.PathLike)) or Path(source).suffix.lower() in (".onnx", ".pth"):
         return {}
-    path = Path(source)
-    config_path = path / "config.yaml" if path.is_dir() else path.parent / "config.yaml"
-    if path.suffix.lower() in (".onnx", ".pth") or not config_path.is_file():
-        return {}
-    from ..errors import FaceSphereError
-    from ..train.config import load_config
-
     try:
-        config = load_config(config_path)
+        config = config_of(source)
     except FaceSphereError:
+        return {}
+    if config is None:
         return {}
     return {"seed": config.train.seed, "difficulty": config.data.synthetic_difficulty,
             "identity_spread": config.data.synthetic_identity_spread,
@@ -48,16 +54,12 @@ def synthetic_defaults_for(source: Any) -> dict[str, Any]:
 def _as_embedder(model: Any) -> Any:
     if callable(getattr(model, "embed_batch", None)) and hasattr(model, "input_size"):
         return model
-    from ..infer.models import load_embedder
-
     return load_embedder(model)
 
 
 def _as_detector(detector: Any) -> Any:
     if detector is None or not isinstance(detector, (str, os.PathLike)):
         return detector
-    from ..infer.detectors import build_detector
-
     return build_detector(detector)
 
 
@@ -68,11 +70,11 @@ def evaluate_model(embedder: Any, specs: str | Sequence[str], out_dir: str | Pat
     """Evaluate a recogniser on every dataset spec and write the report.
 
     Args:
-        embedder: a :class:`~facesphere.infer.models.Embedder`, or anything
-            :func:`~facesphere.infer.models.load_embedder` opens (run directory, checkpoint, ``.onnx``, nn.Module).
-        specs: ``--data`` specs (:mod:`facesphere.evaluate.protocols`).
+        embedder: a :class:`~facesphere.infer.embedders.Embedder`, or anything
+            :func:`~facesphere.infer.embedders.load_embedder` opens (run directory, checkpoint, ``.onnx``, nn.Module).
+        specs: ``--data`` specs (:mod:`facesphere.data.specs`).
         out_dir: where to write ``metrics.json`` and the plots (None: write nothing).
-        flip: flip-test fusion ``sum`` / ``concat`` / ``none`` (METHODS §8.1).
+        flip: flip-test fusion ``sum`` / ``concat`` / ``none`` (docs/methods.md §8.1).
         batch_size: images per forward pass.
         method: 10-fold accuracy definition: ``exact`` (default), ``insightface`` or ``sphereface``.
         tar_method: TAR@FAR definition ``interpolate`` / ``nearest``; None: nearest for IJB, interpolated otherwise.
@@ -92,7 +94,7 @@ def evaluate_model(embedder: Any, specs: str | Sequence[str], out_dir: str | Pat
     spec_list = [specs] if isinstance(specs, str) else list(specs)
     if not spec_list:
         raise InvalidOptionError("no dataset to evaluate: give at least one --data SPEC")
-    parsed = [parse_spec(s) for s in spec_list]  # fail on a bad spec before any embedding
+    parsed = [parse_data_spec(s, EVAL_KINDS) for s in spec_list]  # fail on a bad spec before any embedding
     options = EvalOptions(flip=flip, batch_size=batch_size, accuracy_method=method, tar_method=tar_method,
                           progress=progress, search_method=search_method, synthetic=dict(synthetic or {}))
     model = _as_embedder(embedder)

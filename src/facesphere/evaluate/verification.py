@@ -1,213 +1,123 @@
-"""Pair verification (LFW-style 10-fold) of a model: set readers -> embeddings -> :mod:`facesphere.metrics`.
+"""Pair verification (LFW-style 10-fold, ROC, TAR@FAR): a :class:`~facesphere.data.pairs.PairSet` -> embeddings ->
+cosine scores -> :func:`pair_metrics`.
 
-Specs: ``synthetic`` (held-out synthetic identities), ``bin:FILE.bin`` (InsightFace validation set),
-``lfw:DIR`` (``DIR/pairs.txt`` + ``DIR/images/<name>/<name>_NNNN.jpg`` or ``DIR/<name>/...``), ``pairs:FILE``
-(OpenSphere ``label path0 path1`` list). Images must already be aligned crops of the model's input size, unless a
-``prepare`` function (detection + alignment, see :mod:`facesphere.evaluate.protocols`) is given.
-
-``model`` is an ``nn.Module`` backbone (the training loop's ``evaluate(model, dataset)``) or a
-:class:`facesphere.infer.models.Embedder` (``facesphere eval``).
-
-Embeddings follow the insightface / opensphere convention: f(I) + f(flip I), then L2-normalise (``flip="sum"``);
-``flip="concat"`` concatenates the two halves (SphereFace), ``flip="none"`` uses f(I) alone. Score = cosine.
+One summary for every pair set, whoever asks: the training loop's validation and ``facesphere eval`` both call
+:func:`verify_pairs` and get the same JSON-ready dict (accuracy ± std under the chosen k-fold definition, thresholds,
+best-threshold accuracy, AUC, EER, TAR at FAR 1e-1 … 1e-6 where there are enough impostor pairs, and the
+definitions used).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
-from torch import nn
 
-from ..errors import DataError, InvalidOptionError, UnknownNameError
+from ..data.pairs import PairSet
+from ..infer.embedders import embed_images
+from . import metrics as M
 
-FLIP_MODES = ("sum", "concat", "none")
+#: FARs at which TAR is reported (where ``#impostor pairs × FAR >= 1``).
 FARS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
+TAR_METHODS = ("interpolate", "nearest")
+#: TAR@FAR definition used when none is asked for: nearest ROC point for IJB (the published tables), else interpolated.
+DEFAULT_TAR_METHOD = {"pairs": "interpolate", "ijb": "nearest"}
+
+ACCURACY_DEFINITIONS = {
+    "exact": "10-fold; per fold the exact optimal threshold on the other 9 folds (sort-based, same iff score > τ; "
+             "facesphere); threshold in cosine space",
+    "insightface": "10-fold; thresholds np.arange(0, 4, 0.01) on the squared distance 2 − 2·cos, same iff d < τ, "
+                   "first argmax on the 9 training folds (insightface verification.py); threshold in distance space",
+    "sphereface": "10-fold; thresholds −1:1e−4:1 on the cosine, correct iff pos > τ / neg < τ, τ = mean of all "
+                  "optimal grid values (SphereFace evaluation.m); threshold in cosine space",
+}
+TAR_DEFINITIONS = {
+    "interpolate": "TPR linearly interpolated on the ROC at the target FPR (opensphere interp1d)",
+    "nearest": "TPR of the ROC point (sklearn roc_curve, drop_intermediate) whose FPR is nearest to the target, ties "
+               "-> larger TPR (insightface / arcface_torch IJB evaluation)",
+}
+
+__all__ = ["FARS", "TAR_METHODS", "DEFAULT_TAR_METHOD", "ACCURACY_DEFINITIONS", "TAR_DEFINITIONS", "far_key",
+           "pair_metrics", "pair_scores", "verify_pairs"]
 
 
-@dataclass
-class VerificationSet:
-    """Pairs over ``num_images`` unique images: ``load(i) -> uint8 (H, W, 3)``; idx1/idx2 (N,), issame (N,) bool."""
-
-    name: str
-    load: Callable[[int], np.ndarray]
-    num_images: int
-    idx1: np.ndarray
-    idx2: np.ndarray
-    issame: np.ndarray
-    folds: np.ndarray | None = None
+def far_key(rate: float) -> str:
+    """The JSON key of a FAR / FPIR: ``1e-04``."""
+    return f"{rate:.0e}"
 
 
-def _check_size(image: np.ndarray, size: tuple[int, int], source: str) -> np.ndarray:
-    if tuple(image.shape[:2]) != tuple(size):
-        raise DataError(
-            f"{source}: image is {image.shape[0]}x{image.shape[1]}, the model takes aligned {size[0]}x{size[1]} "
-            "crops: align the set first (5-point alignment to the ArcFace template)"
-        )
-    return image
+def pair_metrics(scores: np.ndarray, issame: np.ndarray, folds: np.ndarray | None = None, *,
+                 accuracy_method: str | None = "exact", tar_method: str = "interpolate",
+                 fars: Sequence[float] = FARS) -> dict[str, Any]:
+    """Verification metrics of scored pairs (JSON-ready).
 
-
-def load_verification_set(spec: str, *, image_size: Sequence[int] = (112, 112), seed: int = 0,
-                          pairs_per_fold: int = 60, difficulty: float = 1.0, identity_spread: float = 1.0,
-                          prepare: Callable[[np.ndarray, str], np.ndarray] | None = None) -> VerificationSet:
-    """Open a verification set from its spec (see module docstring).
-
-    ``prepare(image, source) -> crop``, if given, turns every decoded image of a ``bin:``, ``lfw:`` or ``pairs:``
-    set into the model's input crop (e.g. detect and align it); by default images must already be aligned crops of
-    ``image_size`` and any other size is a :class:`DataError`.
+    ``accuracy_method`` one of ``exact`` / ``insightface`` / ``sphereface`` (10-fold; ``folds`` gives each pair's
+    fold, else — or when it names a single fold — 10 contiguous blocks), or None for no k-fold accuracy (IJB).
+    TAR@FAR is reported for every FAR with ``#impostors × FAR >= 1``, with both definitions
+    (``tar_at_far_by_method``); ``tar_at_far`` is the one named by ``tar_method``.
     """
-    size = (int(image_size[0]), int(image_size[1]))
-    scheme, _, rest = spec.partition(":")
-    if spec == "synthetic":
-        from ..data.synthetic import synthetic_pairs
-
-        images, idx1, idx2, issame, folds = synthetic_pairs(
-            seed=seed, pairs_per_fold=pairs_per_fold, difficulty=difficulty, identity_spread=identity_spread,
-            image_size=size[0],
-        )
-        return VerificationSet("synthetic", lambda i: images[i], len(images), idx1, idx2, issame, folds)
-    if scheme == "bin":
-        from ..data.binfile import read_bin
-        from ..data.image import decode_image
-
-        blobs, issame = read_bin(rest)
-        n = len(issame)
-        name = Path(rest).stem
-        if prepare is None:
-            load = lambda i: decode_image(blobs[i], source=f"{rest}[{i}]", expected_size=size)  # noqa: E731
-        else:
-            load = lambda i: prepare(decode_image(blobs[i], source=f"{rest}[{i}]"), f"{rest}[{i}]")  # noqa: E731
-        return VerificationSet(name, load, len(blobs), np.arange(0, 2 * n, 2), np.arange(1, 2 * n, 2),
-                               np.asarray(issame, dtype=bool))
-    if scheme in ("lfw", "pairs"):
-        from ..data.image import read_image
-        from ..data.pairs import read_lfw_pairs, read_pair_list
-
-        if scheme == "lfw":
-            root = Path(rest)
-            images_root = root / "images" if (root / "images").is_dir() else root
-            pairs = read_lfw_pairs(root / "pairs.txt", images_root)
-            name = root.name or "lfw"
-        else:
-            pairs = read_pair_list(rest)
-            name = Path(rest).stem
-        paths, idx1, idx2 = pairs.unique_paths()
-        if prepare is None:
-            load = lambda i: _check_size(read_image(paths[i]), size, str(paths[i]))  # noqa: E731
-        else:
-            load = lambda i: prepare(read_image(paths[i]), str(paths[i]))  # noqa: E731
-        return VerificationSet(name, load, len(paths), np.asarray(idx1), np.asarray(idx2),
-                               np.asarray(pairs.issame, dtype=bool), np.asarray(pairs.folds))
-    raise UnknownNameError(
-        f"unknown verification set {spec!r}; valid: synthetic, bin:FILE.bin, lfw:DIR, pairs:FILE"
-    )
-
-
-def _is_embedder(model: Any) -> bool:
-    """Whether ``model`` is a :class:`facesphere.infer.models.Embedder` (uint8 RGB crops in, raw features out)."""
-    return callable(getattr(model, "embed_batch", None)) and not isinstance(model, nn.Module)
-
-
-def _fuse(features: np.ndarray, mirrored: np.ndarray | None, flip: str) -> np.ndarray:
-    if flip == "none" or mirrored is None:
-        return features
-    return features + mirrored if flip == "sum" else np.concatenate([features, mirrored], axis=1)
-
-
-@torch.no_grad()
-def embed_images(model: Any, load: Callable[[int], np.ndarray], num_images: int, *, batch_size: int = 128,
-                 device: str | torch.device = "cpu", flip: str = "sum", mean: float = 127.5, std: float = 127.5,
-                 color: str = "rgb", progress: Any = None, normalize: bool = True) -> np.ndarray:
-    """Embeddings float32 ``(N, D)`` (``(N, 2D)`` for ``flip="concat"``) of the images ``load(0) .. load(N-1)``.
-
-    ``model`` is either an ``nn.Module`` backbone (pixels fed as ``(p - mean) / std`` in ``color`` order on
-    ``device``; the training loop's path) or an :class:`~facesphere.infer.models.Embedder` (uint8 RGB crops in,
-    raw features out; it applies its own colour order and pixel normalisation, so ``device``, ``mean``, ``std``
-    and ``color`` are ignored). ``load(i)`` returns a uint8 ``(H, W, 3)`` RGB crop of the model's input size.
-
-    Flip-test fusion (METHODS §8.1) happens before normalisation: ``"sum"`` f(I) + f(mirror I), ``"concat"``
-    [f(I); f(mirror I)], ``"none"`` f(I). ``normalize=False`` keeps the fused feature's norm (IJB pooling uses it
-    as a quality weight). ``progress``: anything with ``update(n)`` (a tqdm bar), advanced by images embedded.
-    """
-    if flip not in FLIP_MODES:
-        raise UnknownNameError(f"unknown flip mode {flip!r}; valid: {', '.join(FLIP_MODES)}")
-    if isinstance(batch_size, bool) or int(batch_size) < 1:
-        raise InvalidOptionError(f"batch_size must be >= 1, got {batch_size!r}")
-    outputs: list[np.ndarray] = []
-    if _is_embedder(model):
-        for start in range(0, num_images, batch_size):
-            images = np.stack([load(i) for i in range(start, min(start + batch_size, num_images))])
-            features = np.asarray(model.embed_batch(images), dtype=np.float32)
-            mirrored = None
-            if flip != "none":
-                mirrored = np.asarray(model.embed_batch(np.ascontiguousarray(images[:, :, ::-1])), dtype=np.float32)
-            outputs.append(_fuse(features, mirrored, flip))
-            if progress is not None:
-                progress.update(len(images))
-    else:
-        was_training = model.training
-        model.eval()
-        try:
-            for start in range(0, num_images, batch_size):
-                images = np.stack([load(i) for i in range(start, min(start + batch_size, num_images))])
-                if color == "bgr":
-                    images = images[..., ::-1]
-                batch = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float()
-                batch = (batch - mean) / std
-                features = model(batch).float().cpu().numpy()
-                mirrored = model(torch.flip(batch, dims=[3])).float().cpu().numpy() if flip != "none" else None
-                outputs.append(_fuse(features, mirrored, flip))
-                if progress is not None:
-                    progress.update(len(images))
-        finally:
-            model.train(was_training)
-    if not outputs:
-        return np.zeros((0, 0), dtype=np.float32)
-    features = np.concatenate(outputs).astype(np.float32, copy=False)
-    if normalize:
-        norms = np.sqrt(np.einsum("ij,ij->i", features, features))
-        features = features / np.maximum(norms, 1e-12)[:, None]
-    return features
-
-
-def verification_metrics(scores: np.ndarray, issame: np.ndarray, folds: np.ndarray | None = None) -> dict[str, Any]:
-    """10-fold accuracy (exact thresholds), AUC, EER and TAR at FAR 1e-1 … 1e-6 where the set is large enough."""
-    from .. import metrics
-
-    result = metrics.kfold_accuracy(scores, issame, n_folds=10, folds=folds)
-    curve = metrics.roc(scores, issame)
-    out: dict[str, Any] = {
-        "accuracy": float(result.mean),
-        "accuracy_std": float(result.std),
-        "threshold": float(np.mean(result.thresholds)),
-        "auc": float(metrics.auc(curve.fpr, curve.tpr)),
-        "eer": float(metrics.eer(scores, issame)),
-        "pairs": int(len(scores)),
-    }
-    negatives = int((~issame).sum())
-    for far in FARS:
-        if negatives * far >= 1:  # at least one impostor pair above the threshold
-            out[f"tar@far={far:g}"] = float(metrics.tar_at_far(scores, issame, far))
+    scores = np.asarray(scores, dtype=np.float64)
+    issame = np.asarray(issame, dtype=bool)
+    n_pos = int(issame.sum())
+    n_neg = int(issame.size - n_pos)
+    out: dict[str, Any] = {"pairs": int(issame.size), "genuine_pairs": n_pos, "impostor_pairs": n_neg}
+    definitions: dict[str, str] = {}
+    if folds is not None and np.unique(folds).size < 2:  # e.g. a one-fold View-1 list: 10 contiguous blocks instead
+        folds = None
+        definitions["folds"] = "the set defines a single fold: 10 contiguous blocks of pairs in file order used"
+    if accuracy_method is not None:
+        kfold = M.kfold_accuracy(scores, issame, 10, method=accuracy_method, folds=folds)
+        out.update({
+            "accuracy": kfold.mean,
+            "accuracy_std": kfold.std,
+            "threshold": float(np.mean(kfold.thresholds)),
+            "fold_thresholds": [float(t) for t in kfold.thresholds],
+            "fold_accuracies": [float(a) for a in kfold.accuracies],
+            "threshold_space": kfold.threshold_space,
+            "accuracy_method": accuracy_method,
+            "best_threshold_accuracy": M.best_threshold_accuracy(scores, issame),
+        })
+        definitions["accuracy"] = ACCURACY_DEFINITIONS[accuracy_method]
+        definitions["accuracy_std"] = "population std (ddof=0) over the 10 folds"
+        definitions["best_threshold_accuracy"] = "no folds, best accuracy over all ROC thresholds (opensphere ACC)"
+    curve = M.roc(scores, issame)
+    out["auc"] = M.auc(curve.fpr, curve.tpr)
+    out["eer"] = M.eer(scores, issame)
+    defined = [f for f in fars if n_neg * f >= 1]
+    by_method: dict[str, dict[str, float]] = {}
+    for method in TAR_METHODS:
+        values = M.tar_at_far(scores, issame, defined, method=method) if defined else []
+        by_method[method] = {far_key(f): float(v) for f, v in zip(defined, values)}
+    out["tar_method"] = tar_method
+    out["tar_at_far"] = by_method[tar_method]
+    out["tar_at_far_by_method"] = by_method
+    definitions["tar_at_far"] = TAR_DEFINITIONS[tar_method] + "; reported where #impostor pairs × FAR >= 1"
+    definitions["auc"] = "trapezoidal area under the full ROC (sklearn auc)"
+    definitions["eer"] = "FPR where the piecewise-linear ROC crosses FPR = 1 − TPR"
+    out["definitions"] = definitions
     return out
 
 
-def evaluate_verification(model: Any, vset: VerificationSet, *, batch_size: int = 128,
-                          device: str | torch.device = "cpu", flip: str = "sum", mean: float = 127.5,
-                          std: float = 127.5, color: str = "rgb") -> dict[str, Any]:
-    """Embed the set's images and score its pairs: the metrics of :func:`verification_metrics`."""
-    features = embed_images(model, vset.load, vset.num_images, batch_size=batch_size, device=device, flip=flip,
-                            mean=mean, std=std, color=color)
-    scores = np.einsum("ij,ij->i", features[vset.idx1], features[vset.idx2])
-    return verification_metrics(scores, vset.issame, vset.folds)
+def pair_scores(model: Any, pairs: PairSet, *, batch_size: int = 128, flip: str = "sum", progress: Any = None,
+                device: str | torch.device = "cpu", mean: float = 127.5, std: float = 127.5,
+                color: str = "rgb") -> np.ndarray:
+    """Cosine scores float64 ``(N,)`` of a pair set's pairs: every unique image embedded once
+    (:func:`~facesphere.infer.embedders.embed_images`, whose arguments these are)."""
+    features = embed_images(model, pairs.load, pairs.num_images, batch_size=batch_size, flip=flip, progress=progress,
+                            device=device, mean=mean, std=std, color=color)
+    return np.einsum("ij,ij->i", features[pairs.idx1], features[pairs.idx2]).astype(np.float64)
 
 
-def evaluate(model: Any, dataset: VerificationSet, **options: Any) -> dict[str, Any]:
-    """The training loop's single entry point into evaluation: ``evaluate(model, dataset) -> metrics``."""
-    return evaluate_verification(model, dataset, **options)
+def verify_pairs(model: Any, pairs: PairSet, *, accuracy_method: str = "exact", tar_method: str = "interpolate",
+                 fars: Sequence[float] = FARS, **embed_options: Any) -> tuple[dict[str, Any], np.ndarray]:
+    """Embed a pair set, score its pairs and summarise: ``(metrics, scores)``.
 
-
-__all__ = ["VerificationSet", "load_verification_set", "embed_images", "verification_metrics",
-           "evaluate_verification", "evaluate"]
+    ``metrics`` is :func:`pair_metrics`' dict with ``"protocol": "pairs"`` and the number of ``images``;
+    ``embed_options`` go to :func:`pair_scores` (``batch_size``, ``flip``, ``progress``, and for an ``nn.Module``
+    backbone ``device``, ``mean``, ``std``, ``color``).
+    """
+    scores = pair_scores(model, pairs, **embed_options)
+    metrics = pair_metrics(scores, pairs.issame, pairs.folds, accuracy_method=accuracy_method, tar_method=tar_method,
+                           fars=fars)
+    return {"protocol": "pairs", "images": int(pairs.num_images), **metrics}, scores

@@ -23,11 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
+from tqdm import tqdm
 
 from ..data.align import TemplateLike, align_face, get_template
 from ..data.image import is_image_file, read_image
-from ..errors import DataError, FaceSphereError, InvalidOptionError
-from .detectors import build_detector, choose_face
+from ..errors import DataError, FaceSphereError, InvalidOptionError, OutputError
+from ..files import atomic_path, atomic_write_text
+from .detectors import CHOOSE_RULES, build_detector, choose_face
 
 __all__ = ["AlignReport", "align_folder", "read_landmarks_file", "REPORT_NAME"]
 
@@ -151,22 +154,14 @@ def _output_path(dst: Path, relative: str, image_format: str) -> tuple[Path, str
 
 
 def _write_atomically(path: Path, image: np.ndarray, fmt: str) -> None:
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     grey = image[:, :, 0] if (image[:, :, 0] == image[:, :, 1]).all() and (image[:, :, 0] == image[:, :, 2]).all() \
         else image
+    options = {"quality": 95} if fmt == "JPEG" else {}
     try:
-        options = {"quality": 95} if fmt == "JPEG" else {}
-        Image.fromarray(np.ascontiguousarray(grey)).save(temporary, format=fmt, **options)
-        os.replace(temporary, path)
-    except OSError as error:
-        try:
-            temporary.unlink()
-        except OSError:
-            pass
-        raise DataError(f"{path}: cannot write the aligned image: {error.strerror or error}") from None
+        with atomic_path(path, what="aligned image") as temporary:
+            Image.fromarray(np.ascontiguousarray(grey)).save(temporary, format=fmt, **options)
+    except OutputError as error:
+        raise DataError(str(error)) from None
 
 
 def _scan(src: Path) -> list[str]:
@@ -207,8 +202,6 @@ def align_folder(src: str | os.PathLike[str], dst: str | os.PathLike[str], detec
     if resolved_dst == resolved_src or resolved_src in resolved_dst.parents:
         raise InvalidOptionError(f"{out_dir}: the output folder must not be {source_dir} or lie inside it")
     spec = get_template(template)
-    from .detectors import CHOOSE_RULES
-
     if choose not in CHOOSE_RULES:
         raise InvalidOptionError(f"unknown face choice {choose!r}; valid: {', '.join(CHOOSE_RULES)}")
 
@@ -236,9 +229,6 @@ def align_folder(src: str | os.PathLike[str], dst: str | os.PathLike[str], detec
     report = AlignReport(src=str(source_dir), dst=str(out_dir), template=spec.name, size=spec.size, source=source,
                          choose=choose, total=len(work), not_listed=not_listed)
     out_dir.mkdir(parents=True, exist_ok=True)
-
-    from tqdm import tqdm
-
     start = time.perf_counter()
     targets: dict[Path, str] = {}
     for relative in tqdm(work, desc="align", unit="img", disable=not progress or len(work) < 2):
@@ -275,10 +265,7 @@ def align_folder(src: str | os.PathLike[str], dst: str | os.PathLike[str], detec
         _write_atomically(target, crop, fmt)
         report.aligned += 1
     report.seconds = time.perf_counter() - start
-    report_path = out_dir / REPORT_NAME
-    temporary = report_path.with_name(f".{REPORT_NAME}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(report.to_dict(), indent=2))
-    os.replace(temporary, report_path)
+    atomic_write_text(out_dir / REPORT_NAME, json.dumps(report.to_dict(), indent=2), what="alignment report")
     return report
 
 

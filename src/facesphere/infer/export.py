@@ -9,7 +9,6 @@ config says, with no options. Input ``input`` float32 ``(batch, 3, H, W)`` norma
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,8 @@ import numpy as np
 import torch
 
 from ..errors import FaceSphereError, InvalidOptionError, UnknownNameError
-from .models import TorchEmbedder, load_embedder
+from ..files import atomic_path
+from .embedders import TorchEmbedder, load_embedder
 
 EXPORTERS = ("dynamo", "torchscript")
 METADATA_PREFIX = "facesphere."
@@ -82,10 +82,7 @@ def export_onnx(source: Any, out: str | os.PathLike, *, opset: int = 17, exporte
     module = embedder.module.float().cpu().eval()
     height, width = embedder.input_size
     example = torch.randn(2, 3, height, width)
-    handle, temp_name = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp.onnx", dir=out.parent)
-    os.close(handle)
-    temp = Path(temp_name)
-    try:
+    with atomic_path(out, what="ONNX model", suffix=".onnx") as temp:
         try:
             _export(module, example, temp, opset, exporter)
         except Exception as error:  # noqa: BLE001 - exporters raise many types
@@ -93,26 +90,24 @@ def export_onnx(source: Any, out: str | os.PathLike, *, opset: int = 17, exporte
                 f"ONNX export of {embedder.name} failed ({type(error).__name__}: {str(error).splitlines()[0]}); "
                 f"try --exporter {'torchscript' if exporter == 'dynamo' else 'dynamo'}"
             ) from None
-        metadata = {
-            METADATA_PREFIX + "input_color": embedder.color,
-            METADATA_PREFIX + "input_mean": repr(embedder.mean),
-            METADATA_PREFIX + "input_std": repr(embedder.std),
-            METADATA_PREFIX + "input_size": f"{height},{width}",
-            METADATA_PREFIX + "source": embedder.name,
-        }
-        _add_metadata(temp, metadata)
-        report: dict[str, Any] = {"path": str(out), "opset": opset, "exporter": exporter,
-                                  "input_size": [height, width], "color": embedder.color, "mean": embedder.mean,
-                                  "std": embedder.std}
-        if check:
-            report.update(check_onnx(embedder, temp, images=check_images, batch_sizes=batch_sizes,
-                                     tolerance=tolerance))
-        os.replace(temp, out)
-        for leftover in out.parent.glob(temp.name + "*"):  # external-data side files of the temp model
-            leftover.unlink()
-    finally:
-        if temp.exists():
-            temp.unlink()
+        try:
+            metadata = {
+                METADATA_PREFIX + "input_color": embedder.color,
+                METADATA_PREFIX + "input_mean": repr(embedder.mean),
+                METADATA_PREFIX + "input_std": repr(embedder.std),
+                METADATA_PREFIX + "input_size": f"{height},{width}",
+                METADATA_PREFIX + "source": embedder.name,
+            }
+            _add_metadata(temp, metadata)
+            report: dict[str, Any] = {"path": str(out), "opset": opset, "exporter": exporter,
+                                      "input_size": [height, width], "color": embedder.color, "mean": embedder.mean,
+                                      "std": embedder.std}
+            if check:
+                report.update(check_onnx(embedder, temp, images=check_images, batch_sizes=batch_sizes,
+                                         tolerance=tolerance))
+        finally:
+            for leftover in out.parent.glob(temp.name + "?*"):  # external-data side files of the temp model
+                leftover.unlink()
     report["bytes"] = out.stat().st_size
     return report
 

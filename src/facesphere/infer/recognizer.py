@@ -13,19 +13,20 @@ one, images must already be aligned crops of the recogniser's input size.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from PIL import Image
+from tqdm import tqdm
 
-from ..errors import DataError, InvalidOptionError
-from .models import Embedder, load_embedder
+from ..data.image import as_rgb_uint8, read_image
+from ..errors import DataError, InvalidOptionError, NoFaceError
+from .detectors import build_detector, detect_and_align
+from .embedders import Embedder, load_embedder
 
 ImageLike = Any  # str | os.PathLike | PIL.Image.Image | np.ndarray
-
-
-class NoFaceError(DataError):
-    """The detector found no face in an image."""
 
 
 @dataclass(frozen=True)
@@ -56,30 +57,26 @@ def _describe(image: ImageLike, position: int) -> str:
 def to_rgb_array(image: ImageLike, position: int = 0) -> np.ndarray:
     """Any supported image -> uint8 ``(H, W, 3)`` RGB (grey replicated); errors name the image."""
     if isinstance(image, (str, os.PathLike)):
-        from ..data.image import read_image
-
         return read_image(image)
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - pillow is a dependency
-        Image = None
-    if Image is not None and isinstance(image, Image.Image):
+    if isinstance(image, Image.Image):
         return np.asarray(image.convert("RGB"))
-    from ..data.image import as_rgb_uint8
-
     return as_rgb_uint8(image, _describe(image, position))
 
 
-def _template_for(size: tuple[int, int]) -> str | tuple[int, int]:
-    if size == (112, 112):
-        return "arcface"
-    if size == (112, 96):
-        return "sphereface"
-    return size
+@dataclass
+class EmbeddedFiles:
+    """What :meth:`FaceRecognizer.embed_files` returns: ``features`` float32 ``(N, D)`` L2-normalised, one row per
+    file in ``paths`` (input order); the files in which no face was found (``no_face``) and those that could not be
+    read (``unreadable``: ``(path, message)``) are left out."""
+
+    features: np.ndarray
+    paths: list[Path]
+    no_face: list[Path] = field(default_factory=list)
+    unreadable: list[tuple[Path, str]] = field(default_factory=list)
 
 
 class FaceRecognizer:
-    """A recogniser (:class:`~facesphere.infer.models.Embedder`) with an optional face detector.
+    """A recogniser (:class:`~facesphere.infer.embedders.Embedder`) with an optional face detector.
 
     ``threshold``: the cosine at or above which two faces are declared the same person. Choose it on your own
     validation pairs (``facesphere eval`` prints the best 10-fold threshold of each set); the default 0.3 is a
@@ -95,19 +92,17 @@ class FaceRecognizer:
         self.flip = flip
         self.choose = choose
         self.batch_size = batch_size
-        self.template = _template_for(embedder.input_size)
+        self.template = tuple(embedder.input_size)
 
     @classmethod
     def from_path(cls, model: Any, detector: Any = None, *, threshold: float = 0.3, flip: str = "sum",
                   choose: str = "largest", detector_options: dict[str, Any] | None = None,
                   **model_options: Any) -> "FaceRecognizer":
-        """Open the recogniser at ``model`` (see :func:`~facesphere.infer.models.load_embedder` for sources and
+        """Open the recogniser at ``model`` (see :func:`~facesphere.infer.embedders.load_embedder` for sources and
         ``model_options``: ``arch``, ``input_color``, ``input_mean``, ``input_std``, ``device``, ``fp16``) and,
         if given, the detector ``detector`` (an SCRFD or YuNet ONNX file, an MTCNN folder, or a detector object)."""
         embedder = load_embedder(model, **model_options)
         if detector is not None and isinstance(detector, (str, os.PathLike)):
-            from .detectors import build_detector
-
             detector = build_detector(detector, **(detector_options or {}))
         return cls(embedder, detector, threshold=threshold, flip=flip, choose=choose)
 
@@ -124,8 +119,6 @@ class FaceRecognizer:
                     "face detector (detector=... / --detector WEIGHTS) to detect and align faces"
                 )
             return array
-        from .detectors import detect_and_align
-
         aligned, _ = detect_and_align(array, self.detector, template=self.template, choose=self.choose)
         return aligned
 
@@ -139,9 +132,7 @@ class FaceRecognizer:
             raise InvalidOptionError(f"on_missing must be 'error' or 'nan', got {on_missing!r}")
         single = isinstance(images, (str, os.PathLike)) or (isinstance(images, np.ndarray) and images.ndim in (2, 3))
         try:
-            from PIL import Image
-
-            single = single or isinstance(images, Image.Image)
+                single = single or isinstance(images, Image.Image)
         except ImportError:  # pragma: no cover
             pass
         items = [images] if single else list(images)
@@ -164,6 +155,49 @@ class FaceRecognizer:
         if crops:
             result[found] = out_rows
         return result
+
+    def embed_files(self, paths: Sequence[str | os.PathLike[str]], *, progress: bool = False,
+                    skip_unreadable: bool = True) -> EmbeddedFiles:
+        """Embed many image files, ``batch_size`` crops per forward pass (see :class:`EmbeddedFiles`).
+
+        A file without a face is listed in ``no_face``; a file that cannot be decoded is listed in ``unreadable``
+        (``skip_unreadable=False``: its :class:`~facesphere.errors.DataError` is raised instead). ``progress``: a
+        tqdm bar over the files.
+        """
+        files = [Path(p) for p in paths]
+        kept: list[Path] = []
+        rows: list[np.ndarray] = []
+        no_face: list[Path] = []
+        unreadable: list[tuple[Path, str]] = []
+        crops: list[np.ndarray] = []
+        owners: list[Path] = []
+
+        def flush() -> None:
+            if crops:
+                rows.append(self.embedder.embed(crops, flip=self.flip, batch_size=self.batch_size))
+                kept.extend(owners)
+                crops.clear()
+                owners.clear()
+
+        for path in tqdm(files, desc="embed", unit="img", disable=not progress or len(files) < 2):
+            try:
+                crop = self.align(path)
+            except DataError as error:
+                if not skip_unreadable:
+                    raise
+                unreadable.append((path, str(error)))
+                continue
+            if crop is None:
+                no_face.append(path)
+                continue
+            crops.append(crop)
+            owners.append(path)
+            if len(crops) >= self.batch_size:
+                flush()
+        flush()
+        dim = rows[0].shape[1] if rows else 0
+        features = np.concatenate(rows) if rows else np.zeros((0, dim), np.float32)
+        return EmbeddedFiles(features, kept, no_face, unreadable)
 
     def verify(self, a: ImageLike, b: ImageLike, *, threshold: float | None = None) -> VerifyResult:
         """Cosine similarity of the faces in ``a`` and ``b`` and the decision at ``threshold`` (default: the
@@ -204,4 +238,4 @@ class FaceRecognizer:
         return f"FaceRecognizer({self.embedder!r}, detector={self.detector!r}, threshold={self.threshold:g})"
 
 
-__all__ = ["FaceRecognizer", "VerifyResult", "SearchMatch", "NoFaceError", "to_rgb_array"]
+__all__ = ["FaceRecognizer", "EmbeddedFiles", "VerifyResult", "SearchMatch", "NoFaceError", "to_rgb_array"]

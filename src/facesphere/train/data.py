@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..data.datasets import BadSample, build_dataset, collate_skip_bad
 from ..errors import DataError
-from .config import Config
+from ..run.config import Config
 
 logger = logging.getLogger(__name__)
 

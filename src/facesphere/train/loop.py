@@ -29,42 +29,40 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..backbones import build_backbone
-from ..errors import FaceSphereError
-from ..heads import build_head
-from .checkpoint import (
-    CheckpointError,
+from ..data.pairs import PairSet, open_pair_set
+from ..errors import TrainingError
+from ..evaluate.report import format_table
+from ..evaluate.verification import verify_pairs
+from ..files import atomic_write_text
+from ..run.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     load_state_dict_checked,
     prune_checkpoints,
     save_checkpoint,
 )
-from .config import Config, config_from_dict, config_to_dict, save_config
+from ..run.config import Config, config_to_dict, save_config
+from ..run.directory import (
+    BEST_NAME,
+    CHECKPOINT_FORMAT,
+    CONFIG_NAME,
+    build_model_backbone,
+    build_model_head,
+    default_run_dir,
+    read_run_config,
+)
 from .data import build_train_set, make_loader, normalize
+from .distributed import cleanup_distributed, init_distributed
 from .optim import build_optimizer, set_learning_rate
+from .partial_fc import PartialFC
 
 logger = logging.getLogger(__name__)
-
-
-class TrainingError(FaceSphereError):
-    """Training cannot go on (e.g. repeated non-finite losses); the message names the likely cause."""
 
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def default_run_dir(config: Config) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = Path("runs") / f"{stamp}-{config.head.name}-{config.model.backbone}"
-    path, n = base, 1
-    while path.exists():
-        n += 1
-        path = Path(f"{base}-{n}")
-    return path
 
 
 def unwrap(module: nn.Module) -> nn.Module:
@@ -135,17 +133,14 @@ class MetricsLog:
 
 
 def _build_model(config: Config, num_classes: int, dist: Any) -> tuple[nn.Module, nn.Module]:
-    backbone = build_backbone(config.model.backbone, embed_dim=config.model.embed_dim, **config.model.options)
+    backbone = build_model_backbone(config)
     use_partial = dist.is_distributed or config.head.partial_fc_rate < 1.0
     if use_partial:
-        from .partial_fc import PartialFC
-
         head: nn.Module = PartialFC(config.head.name, config.model.embed_dim, num_classes,
                                     sample_rate=config.head.partial_fc_rate, dist=dist, seed=config.train.seed,
                                     **config.head.options)
     else:
-        head = build_head(config.head.name, embed_dim=config.model.embed_dim, num_classes=num_classes,
-                          **config.head.options)
+        head = build_model_head(config, num_classes)
     return backbone, head
 
 
@@ -162,16 +157,10 @@ def _nonfinite_message(config: Config, count: int) -> str:
 def train(config: Config | None = None, *, out: str | Path | None = None, resume: str | Path | None = None,
           progress: bool | None = None) -> dict[str, Any]:
     """Train (or resume) a run; returns the ``metrics.json`` summary."""
-    from .distributed import cleanup_distributed, init_distributed
-
     resume_path: Path | None = None
     if resume is not None:
         run_dir = Path(resume)
-        if not (run_dir / "config.yaml").is_file():
-            raise CheckpointError(f"{run_dir}: not a facesphere run directory (no config.yaml)")
-        import yaml
-
-        saved = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()), str(run_dir / "config.yaml"))
+        saved = read_run_config(run_dir)
         if config is not None and config.train.steps != saved.train.steps:
             saved.train.steps = config.train.steps  # allow extending a finished run
         config = saved
@@ -194,7 +183,7 @@ def train(config: Config | None = None, *, out: str | Path | None = None, resume
 
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, run_dir / "config.yaml")
+        save_config(config, run_dir / CONFIG_NAME)
     train_set = build_train_set(config)
     backbone, head = _build_model(config, train_set.num_classes, dist)
     if tc.channels_last:
@@ -352,8 +341,6 @@ def train(config: Config | None = None, *, out: str | Path | None = None, resume
         "run_dir": str(run_dir),
     }
     if main:
-        from .checkpoint import atomic_write_text
-
         atomic_write_text(run_dir / "metrics.json", json.dumps(summary, indent=2))
         if tc.plots:
             _plot_curves(run_dir)
@@ -367,7 +354,7 @@ def _rank_path(path: Path, rank: int) -> Path:
 
 def _save(path: Path, backbone, head, optimizer, scaler, state: RunState, config: Config, dist) -> None:
     payload = {
-        "format": "facesphere-checkpoint-1",
+        "format": CHECKPOINT_FORMAT,
         "backbone": unwrap(backbone).state_dict(),
         "head": head.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -388,26 +375,22 @@ def _check_bad_fraction(state: RunState, config: Config) -> None:
         )
 
 
-def _load_val_sets(config: Config) -> list[Any]:
-    from ..evaluate.verification import load_verification_set
-
+def _load_val_sets(config: Config) -> list[PairSet]:
     data = config.data
     return [
-        load_verification_set(spec, image_size=data.image_size, seed=config.train.seed,
-                              pairs_per_fold=data.synthetic_val_pairs_per_fold,
-                              difficulty=data.synthetic_difficulty, identity_spread=data.synthetic_identity_spread)
+        open_pair_set(spec, image_size=data.image_size, seed=config.train.seed,
+                      pairs_per_fold=data.synthetic_val_pairs_per_fold, difficulty=data.synthetic_difficulty,
+                      identity_spread=data.synthetic_identity_spread)
         for spec in data.val
     ]
 
 
 def _validate(model, val_sets, config, device, state, log, writer, run_dir, backbone, head, optimizer, scaler, dist):
-    from ..evaluate.verification import evaluate
-
     results = {}
-    for vset in val_sets:
-        results[vset.name] = evaluate(model, vset, device=device, mean=config.data.pixel_mean,
-                                      std=config.data.pixel_std, color=config.data.color,
-                                      batch_size=max(config.data.batch_size, 64))
+    for pairs in val_sets:
+        results[pairs.name], _ = verify_pairs(model, pairs, device=device, mean=config.data.pixel_mean,
+                                              std=config.data.pixel_std, color=config.data.color,
+                                              batch_size=max(config.data.batch_size, 64))
     state.last_val = results
     mean_accuracy = float(np.mean([r["accuracy"] for r in results.values()]))
     if log is not None:
@@ -417,7 +400,7 @@ def _validate(model, val_sets, config, device, state, log, writer, run_dir, back
             writer.add_scalar(f"val/{name}/accuracy", metrics["accuracy"], state.step)
     if mean_accuracy > state.best_accuracy:
         state.best_accuracy, state.best_step = mean_accuracy, state.step
-        _save(run_dir / "best.pt", backbone, head, optimizer, scaler, state, config, dist)
+        _save(run_dir / BEST_NAME, backbone, head, optimizer, scaler, state, config, dist)
 
 
 def _progress(total: int, initial: int, show: bool):
@@ -437,26 +420,12 @@ def _tensorboard(run_dir: Path):
 
 
 def results_table(summary: dict[str, Any]) -> str:
-    """A plain-text results table of the validation metrics."""
+    """A plain-text results table of a run's summary: its throughput line, then the validation sets as
+    ``facesphere eval`` prints them."""
     lines = [f"steps {summary['steps']}, {summary['images_per_second']:.1f} images/s, "
              f"non-finite steps {summary['nonfinite_steps']}, bad samples {summary['bad_samples']}"]
-    val = summary.get("val") or {}
-    if val:
-        keys = ["accuracy", "accuracy_std", "auc", "eer"] + sorted(
-            {k for m in val.values() for k in m if k.startswith("tar@")}, key=lambda k: -float(k.split("=")[1]))
-        header = f"{'set':<14}" + "".join(f"{k:>16}" for k in keys)
-        lines += [header, "-" * len(header)]
-        for name, metrics in val.items():
-            cells = []
-            for key in keys:
-                value = metrics.get(key)
-                if value is None:
-                    cells.append(f"{'—':>16}")
-                elif key in ("accuracy", "accuracy_std") or key.startswith("tar@"):
-                    cells.append(f"{100 * value:>15.2f}%")
-                else:
-                    cells.append(f"{value:>16.4f}")
-            lines.append(f"{name:<14}" + "".join(cells))
+    if summary.get("val"):
+        lines.append(format_table({"datasets": summary["val"]}))
     return "\n".join(lines)
 
 

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from .config import OptimConfig
+from ..run.config import OptimConfig
 
 
 def _no_decay(name: str, param: torch.Tensor) -> bool:

@@ -1,0 +1,5 @@
+"""``python -m facesphere.cli`` (what ``torchrun ... -m facesphere.cli train`` runs)."""
+
+from . import main
+
+raise SystemExit(main())

@@ -1,0 +1,50 @@
+"""``facesphere list`` and ``facesphere train``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ..backbones import list_backbones
+from ..heads import HEADS, head_options
+from ..run.config import load_config
+from ..train.loop import train
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    print("heads:")
+    for name in HEADS.names():
+        options = ", ".join(f"{k}={v!r}" for k, v in head_options(name).items())
+        print(f"  {name:<18} {HEADS[name].summary}\n  {'':<18} options: {options or '(none)'}")
+    print("backbones:")
+    print("  " + ", ".join(list_backbones()))
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    config = load_config(args.config, args.overrides)
+    if args.quiet:
+        config.train.quiet = True
+    summary = train(config if args.resume is None or args.overrides else None, out=args.out, resume=args.resume)
+    if "table" in summary:
+        print(summary["table"])
+        print(f"run directory: {summary['run_dir']}")
+    return 0
+
+
+def register(commands: Any) -> None:
+    p = commands.add_parser("list", help="list the registered heads (with their options) and backbones")
+    p.set_defaults(func=_cmd_list)
+
+    p = commands.add_parser(
+        "train", help="train a backbone + head (default: SFNet + SphereFace-R on built-in synthetic identities)",
+        description="Train. Any config field can be overridden with --SECTION.KEY VALUE, e.g. --head.name arcface "
+        "--head.m 0.5 --optim.lr 0.1 --train.steps 2000 (sections: data, model, head, optim, train; head and model "
+        "options such as --head.s or --model.batchnorm are validated against the chosen head / backbone).",
+    )
+    p.add_argument("--config", type=Path, default=None, help="a YAML recipe (overrides of the typed defaults)")
+    p.add_argument("--out", type=Path, default=None, help="run directory (default: a new folder under runs/)")
+    p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar; log lines only")
+    p.set_defaults(func=_cmd_train, accepts_overrides=True)

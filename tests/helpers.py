@@ -1,0 +1,65 @@
+"""What tests share besides fixtures: where the shared real data lives, skipping cleanly without it, tiny configs.
+
+The real data and public models sit beside the checkout in ``../shared`` (not in a user's clone); the environment
+variable ``FACESPHERE_SHARED`` points elsewhere (``FACESPHERE_SHARED=/nonexistent`` runs the suite as a user would,
+every test that needs the data skipping). Tests reach it only through :data:`SHARED` / :func:`require`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facesphere.data.image import read_image
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("FACESPHERE_SHARED") or REPO.parent / "shared")
+DATA = SHARED / "data"
+MODELS = SHARED / "models"
+
+#: a tiny training config for fast CPU tests (sfnet4, 32-d, 12 synthetic classes)
+TINY = [
+    "--data.synthetic_identities", "12", "--data.synthetic_images_per_identity", "8",
+    "--data.synthetic_val_pairs_per_fold", "4", "--data.batch_size", "16", "--data.num_workers", "0",
+    "--model.backbone", "sfnet4", "--model.embed_dim", "32", "--model.channels", "[8, 16, 16, 32]",
+    "--optim.warmup_steps", "2", "--train.log_every", "2", "--train.threads", "1", "--train.plots", "false",
+]
+
+
+def require(*paths: Path, modules: tuple[str, ...] = ()) -> None:
+    """Skip the calling test unless every module imports and every shared file or folder exists."""
+    for module in modules:
+        pytest.importorskip(module)
+    for path in paths:
+        if not Path(path).exists():
+            pytest.skip(f"{path} not present (shared data / models)")
+
+
+def _spread(folder: Path, count: int) -> list[np.ndarray]:
+    """``count`` images spread evenly over ``folder/*/*.jpg`` (sorted), as uint8 RGB; skips when absent."""
+    require(folder)
+    paths = sorted(folder.glob("*/*.jpg"))
+    if not paths:
+        pytest.skip(f"no images in {folder}")
+    step = max(1, len(paths) // count)
+    return [read_image(p) for p in paths[::step][:count]]
+
+
+def glint_crops(count: int) -> list[np.ndarray]:
+    """Aligned 112x112 Glint faces from the shared sample (skips the test when absent)."""
+    return _spread(DATA / "glint_sample" / "images", count)
+
+
+def lfw_photos(count: int) -> list[np.ndarray]:
+    """Unaligned 250x250 LFW photos from the shared copy (skips the test when absent)."""
+    return _spread(DATA / "lfw" / "images", count)
+
+
+def pad_image(image: np.ndarray, margin: int) -> np.ndarray:
+    """``image`` on a black canvas with ``margin`` pixels on every side."""
+    out = np.zeros((image.shape[0] + 2 * margin, image.shape[1] + 2 * margin, 3), np.uint8)
+    out[margin:margin + image.shape[0], margin:margin + image.shape[1]] = image
+    return out
