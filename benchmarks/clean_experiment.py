@@ -1,4 +1,4 @@
-"""Sub-center cleaning on synthetic identities with known label noise (METHODS §6.5), measured in this run.
+"""Sub-center cleaning on synthetic identities with known label noise (docs/methods.md §6.5), measured in this run.
 
     python benchmarks/clean_experiment.py                         # prints the table (~15 min on 2 CPU cores)
     python benchmarks/clean_experiment.py --markdown docs/results.md
@@ -10,7 +10,7 @@
 3. Trains, with the same budget and seed, ArcFace (K = 1) on the cleaned set (the paper's recipe), and on the noisy set
    ArcFace, SFace and SphereFace-R (whose papers claim robustness to label noise), plus ArcFace on the same images with
    their true labels (the noise-free reference). Every model is scored once at the end on the synthetic held-out
-   verification pairs (identities never seen in training, 10-fold accuracy, METHODS §8.2).
+   verification pairs (identities never seen in training, 10-fold accuracy, docs/methods.md §8.2).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from heads import write_section  # noqa: E402
 
 
 def train_run(name: str, data: str, head: str, args: argparse.Namespace, extra: list[str] | None = None) -> dict:
-    from facesphere.train.config import load_config
+    from facesphere.run.config import load_config
     from facesphere.train.loop import train
 
     overrides = [
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", type=Path, default=None, help="rewrite the clean section of this file")
     args = parser.parse_args(argv)
 
-    from facesphere.cleaning import clean_dataset
+    from facesphere.workflows.clean import clean_dataset
     from facesphere.data.synthetic import write_synthetic_folder
 
     t0 = time.perf_counter()

@@ -39,7 +39,8 @@ import time
 import numpy as np
 import torch
 
-from facesphere.data.datasets import ImageFolderDataset, RecordIODataset, make_train_loader
+from facesphere.data.datasets import ImageFolderDataset, RecordIODataset
+from facesphere.data.loader import make_train_loader
 from facesphere.data.image import decode_image
 from facesphere.data.recordio import pack_folder
 from facesphere.data.transforms import build_train_transform

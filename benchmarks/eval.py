@@ -5,10 +5,10 @@ against numpy brute force.
     python benchmarks/eval.py --quick                          # 6k / 600k pairs; 1,000 probes x 100,000
     python benchmarks/eval.py --markdown docs/benchmarks.md    # also rewrite the eval section of that page
 
-10-fold accuracy (METHODS §8.2) on synthetic LFW-like scores (10 contiguous folds, half genuine; genuine cosines
+10-fold accuracy (docs/methods.md §8.2) on synthetic LFW-like scores (10 contiguous folds, half genuine; genuine cosines
 ~ N(0.45, 0.2), impostors ~ N(0.1, 0.2)):
 
-* ``exact`` — ``facesphere.metrics.kfold_accuracy`` (sort-based exact optimum per training split);
+* ``exact`` — ``facesphere.evaluate.metrics.kfold_accuracy`` (sort-based exact optimum per training split);
 * ``InsightFace routine`` — written below with the control flow of InsightFace's ``verification.py`` ROC routine:
   squared distance ``d = 2 - 2·cos``, thresholds ``np.arange(0, 4, 0.01)``; per fold, for every threshold the
   training split is indexed out and TP / FP / TN / FN counted by summing boolean masks; first argmax; test accuracy
@@ -37,8 +37,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from facesphere.evaluate.search import SearchIndex, faiss_available  # noqa: E402
-from facesphere.metrics import kfold_accuracy  # noqa: E402
+from facesphere.infer.search import SearchIndex, faiss_available  # noqa: E402
+from facesphere.evaluate.metrics import kfold_accuracy  # noqa: E402
 from heads import machine, write_section  # noqa: E402
 
 GRID = np.arange(0, 4, 0.01)

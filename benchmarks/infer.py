@@ -6,7 +6,7 @@ alignment images/s.
 
 * Recognisers: mobilefacenet and iresnet50 (512-d, random weights: speed does not depend on the values), batch 1
   and 32, 112x112 RGB uint8 crops in, L2-normalised embeddings out (no flip), through the same
-  :class:`facesphere.infer.models.Embedder` code path a user calls. The ONNX model is exported by
+  :class:`facesphere.infer.embedders.Embedder` code path a user calls. The ONNX model is exported by
   :func:`facesphere.infer.export.export_onnx` (which also checks it against PyTorch) in the same run; the ratio is
   ONNX images/s over eager images/s.
 * Real ONNX recognisers from ``../shared/models`` when present (SFace in OpenCV DNN, MobileFaceNet-128 in
@@ -48,7 +48,7 @@ def images_per_second(fn, batch: np.ndarray, min_time: float, warmup: int = 2) -
 def recogniser_rows(names: list[str], batches: list[int], min_time: float) -> list[dict]:
     from facesphere import build_backbone
     from facesphere.infer.export import export_onnx
-    from facesphere.infer.models import load_embedder
+    from facesphere.infer.embedders import load_embedder
 
     rows = []
     rng = np.random.default_rng(0)
@@ -74,7 +74,7 @@ def recogniser_rows(names: list[str], batches: list[int], min_time: float) -> li
 
 
 def real_recogniser_rows(batches: list[int], min_time: float) -> list[dict]:
-    from facesphere.infer.models import load_embedder
+    from facesphere.infer.embedders import load_embedder
 
     rows = []
     rng = np.random.default_rng(1)

@@ -1,11 +1,11 @@
-"""Faces synthesised from embeddings with BatchNorm priors (METHODS §6.7), measured in this run.
+"""Faces synthesised from embeddings with BatchNorm priors (docs/methods.md §6.7), measured in this run.
 
     python benchmarks/invert_experiment.py --run RUN_DIR                 # a facesphere run with BatchNorm
     python benchmarks/invert_experiment.py                               # trains its own small run first (~2 min)
     python benchmarks/invert_experiment.py --run RUN_DIR --markdown docs/results.md --grid docs/images/invert_grid.png
 
 For training classes (target = the class centre) and unseen identities (target = the embedding of a held-out
-synthetic face), runs ``facesphere.inversion.invert`` with the default constants and with one constant changed at a
+synthetic face), runs ``facesphere.workflows.invert.invert`` with the default constants and with one constant changed at a
 time, and reports the identity cosine of the saved 8-bit images and R_BN before / after. Yardsticks measured on the run's own
 training images in the same run: their cosine to their own class centre, and R_BN of batches of the same size.
 """
@@ -37,7 +37,7 @@ VARIANTS = [
 
 
 def train_small_run(out: Path, steps: int) -> Path:
-    from facesphere.train.config import load_config
+    from facesphere.run.config import load_config
     from facesphere.train.loop import train
 
     train(load_config(None, ["--head.name", "arcface", "--train.steps", str(steps), "--data.synthetic_identities",
@@ -60,13 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grid", type=Path, default=None, help="write a PNG of the default-setting results here")
     args = parser.parse_args(argv)
 
-    from facesphere.cleaning import load_run_with_head, open_training_data
+    from facesphere.run import load_run
+    from facesphere.workflows.clean import open_training_data
     from facesphere.data.synthetic import EVAL_IDENTITY_OFFSET, SyntheticConfig, SyntheticFaces
-    from facesphere.inversion import DEFAULTS, BatchNormPrior, _normalise, class_target, image_target, invert, save_grid
+    from facesphere.workflows.invert import DEFAULTS, BatchNormPrior, _normalise, class_target, image_target, invert, save_grid
 
     t0 = time.perf_counter()
     run = args.run if args.run is not None else train_small_run(args.work / "run", args.train_steps)
-    config, backbone, head = load_run_with_head(run)
+    config, backbone, head, _ = load_run(run)
     data = config.data
     norm = {"mean": data.pixel_mean, "std": data.pixel_std, "color": data.color}
     faces = SyntheticFaces(SyntheticConfig(seed=config.train.seed, difficulty=data.synthetic_difficulty,

@@ -99,7 +99,7 @@ def lfw_accuracy(model, folder: Path, out: Path, save_scores: bool = False) -> d
 
 def protocol_variants(scores_file: Path) -> dict:
     """Every verification definition of ``facesphere.metrics`` on one set of saved LFW scores (no re-embedding)."""
-    from facesphere import metrics as M
+    from facesphere.evaluate import metrics as M
 
     saved = np.load(scores_file)
     scores, issame, folds = saved["scores"], saved["issame"], saved["folds"]
@@ -120,7 +120,7 @@ def protocol_variants(scores_file: Path) -> dict:
 
 def glint_rank1(model_path: Path) -> dict:
     from facesphere.data.image import read_image
-    from facesphere.infer.models import load_embedder
+    from facesphere.infer.embedders import load_embedder
 
     root = SHARED / "data" / "glint_sample" / "images"
     paths = sorted(root.glob("*/*.jpg"))
@@ -134,7 +134,7 @@ def glint_rank1(model_path: Path) -> dict:
 
 
 def train_glint_model(work: Path) -> Path:
-    from facesphere.train.config import load_config
+    from facesphere.run.config import load_config
     from facesphere.train.loop import train
 
     run = work / "glint_sfnet"

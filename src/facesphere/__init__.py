@@ -31,8 +31,8 @@ from .heads import HeadOutput, build_head, list_heads
 from .infer.embedders import load_embedder
 from .infer.recognizer import FaceRecognizer
 from .run import load_config, load_run
+from .version import __version__
 
-__version__ = "0.1.0"
 
 __all__ = [
     "__version__",

@@ -1,4 +1,4 @@
-"""Loading arcface_torch ``backbone.pth`` state dicts into our IResNet (FORMATS.md §6)."""
+"""Loading arcface_torch ``backbone.pth`` state dicts into our IResNet (docs/backbones.md)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from facesphere.backbones import build_backbone
 from facesphere.backbones.iresnet import load_arcface_torch_state_dict
 from facesphere.errors import FaceSphereError
 
-# Keys FORMATS.md §6 names for an arcface_torch iresnet checkpoint.
+# Keys of an arcface_torch iresnet checkpoint.
 DOCUMENTED_KEYS = [
     "conv1.weight", "bn1.weight", "bn1.bias", "bn1.running_mean", "bn1.running_var", "prelu.weight",
     "layer1.0.bn1.weight", "layer1.0.conv1.weight", "layer1.0.bn2.weight", "layer1.0.conv2.weight",

@@ -1,4 +1,4 @@
-"""Five-point similarity alignment (METHODS §9): templates, Umeyama fit, the numpy warp against OpenCV."""
+"""Five-point similarity alignment (docs/methods.md §9): templates, Umeyama fit, the numpy warp against OpenCV."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def _reference_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# METHODS §9 test vectors
+# docs/methods.md §9 test vectors
 
 
 @pytest.mark.parametrize("template", [ARCFACE_112x112, SPHEREFACE_112x96])

@@ -273,6 +273,7 @@ def test_fail_policy_raises_clean_error_from_worker(with_bad):
             SkipBadSamples(ds, "fail")[i]
 
 
+@pytest.mark.slow
 def test_too_many_bad_samples_stops(with_bad):
     ds = ImageFolderDataset(with_bad)
     loader = make_train_loader(ds, batch_size=14, num_workers=0, drop_last=False, max_bad_fraction=0.05)

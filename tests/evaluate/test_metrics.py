@@ -1,4 +1,4 @@
-"""facesphere.metrics: METHODS §8 test vectors, hand-computed cases and slow references written here."""
+"""facesphere.metrics: docs/methods.md §8 test vectors, hand-computed cases and slow references written here."""
 
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ def slow_roc(s, y):
     return fpr, tpr, np.r_[np.inf, thr]
 
 
-# ---------------------------------------------------------------- METHODS §8.2 test vectors
+# ---------------------------------------------------------------- docs/methods.md §8.2 test vectors
 
 
 def test_test_vector_perfect_separation_all_methods():
@@ -113,7 +113,7 @@ def test_test_vector_perfect_separation_all_methods():
 
 
 def test_test_vector_reference_b_distance_threshold():
-    # METHODS: d_pos = 0.2, d_neg = 1.8 -> tau* = 0.21, the first grid value above d_pos.  With score 0.9,
+    # docs/methods.md §8.2: d_pos = 0.2, d_neg = 1.8 -> tau* = 0.21, the first grid value above d_pos.  With score 0.9,
     # 2 - 2*0.9 rounds to 0.19999999999999996 < 0.2, so use an exactly representable score near it:
     # 115/128 -> d = 0.203125, whose first grid value above is 0.21 as well.
     y = np.tile([True, False], 10)

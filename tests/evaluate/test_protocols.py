@@ -126,7 +126,7 @@ def _write_ijb(root, with_1n=True):
 
 
 def _hand_templates():
-    """METHODS §8.3 by hand: flip-sum doubles each colour; x faceness; media mean; template = unit(sum of media)."""
+    """docs/methods.md §8.3 by hand: flip-sum doubles each colour; x faceness; media mean; template = unit(sum of media)."""
     v = {name: 2.0 * np.array(colour) * q for name, _, _, colour, q in IJB_IMAGES}
     return {
         1: unit(v["a.png"] + (v["b.png"] + v["c.png"]) / 2),  # the test vector: normalize(v1 + (v2 + v3)/2)
@@ -142,7 +142,7 @@ def test_ijb_pooling_matches_hand_computation(tmp_path, mean_colour):
     root = _write_ijb(tmp_path / "IJBC")
     result = run_protocol(f"ijb:{root}", mean_colour, QUIET)
     t = _hand_templates()
-    np.testing.assert_allclose(t[1], unit([400, 100, 50]), atol=1e-12)  # METHODS' vector with these colours
+    np.testing.assert_allclose(t[1], unit([400, 100, 50]), atol=1e-12)  # the docs/methods.md §8.3 vector with these colours
     np.testing.assert_allclose(t[2], unit([3, 1, 0]), atol=1e-12)  # faceness 0.5 halves d's weight
     expected = [t[a] @ t[b] for a, b, _ in IJB_PAIRS]
     np.testing.assert_allclose(result.scores, expected, atol=1e-6)

@@ -8,6 +8,8 @@ import pytest
 from facesphere.evaluate.run import evaluate_model
 from tests.helpers import DATA, MODELS
 
+pytestmark = pytest.mark.slow  # processes / real data end to end: left out by -m "not slow"
+
 LFW = DATA / "lfw"
 SFACE = MODELS / "face_recognition_sface_2021dec_int8bq.onnx"
 YUNET = MODELS / "face_detection_yunet_2023mar_int8bq.onnx"

@@ -1,5 +1,6 @@
 """Every registered head: spec toy vectors, a slow per-sample fp64 reference, gradients, numerics, invariances."""
 
+import dataclasses
 import math
 
 import pytest
@@ -8,6 +9,11 @@ import torch.nn.functional as F
 
 import facesphere as fs
 from facesphere.heads import HEADS, head_options
+from facesphere.heads.objectives import (
+    SFaceLoss,
+    SphereFace2Loss,
+    hyperspherical_energy,
+)
 
 HEAD_NAMES = fs.list_heads()
 B, D, C = 6, 8, 7
@@ -27,7 +33,7 @@ def build(name, classes=C, dim=D, dtype=torch.float64, seed=0, **options):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Slow per-sample fp64 reference: every method's loss written out with ``math`` from METHODS, one sample at a time.
+# Slow per-sample fp64 reference: every method's loss written out with ``math`` from docs/methods.md, one sample at a time.
 
 
 def _ce(z, y):
@@ -48,7 +54,6 @@ def _psi_sphereface(c, m):
 
 def reference_loss(name, head, x, y, step):
     """Loss of ``head`` (with its options) on (x, y), computed one sample at a time in fp64 Python floats."""
-    opts = {**head_options(name)}
     margin = head.margin
     weight = head.weight.detach().double().tolist()
     k_sub = head.subcenters
@@ -99,30 +104,31 @@ def reference_loss(name, head, x, y, step):
             phi[yi] = g(cos[yi]) - margin.m
             bias = float(head.bias.detach())
             zs = [scale * p + bias for p in phi]
-            lw, alpha = head.loss_weight, head.alpha
+            lw, alpha = head.objective.loss_weight, head.objective.alpha
             loss_i = alpha * _softplus(-zs[yi]) + (1 - alpha) * sum(_softplus(z) for j, z in enumerate(zs) if j != yi)
             total += lw / scale * loss_i
             continue
         elif name == "sface":
             theta = [math.acos(c) for c in cos]
-            w_intra = 1 / (1 + math.exp(-margin.k * (theta[yi] - margin.a)))
+            sface = head.objective
+            w_intra = 1 / (1 + math.exp(-sface.k * (theta[yi] - sface.a)))
             loss_i = -w_intra * scale * cos[yi]
             for j, t in enumerate(theta):
                 if j != yi:
-                    loss_i += 1 / (1 + math.exp(margin.k * (t - margin.b))) * scale * cos[j]
+                    loss_i += 1 / (1 + math.exp(sface.k * (t - sface.b))) * scale * cos[j]
             total += loss_i
             continue
         else:
             raise AssertionError(f"no reference for {name}: add one when registering a head")
         z = [scale * p for p in phi]
         ce = _ce(z, yi)
-        if head.divide_by_s:
+        if head.objective.divide_by_s:
             ce /= head.s
-        total += head.loss_weight * ce
+        total += head.objective.loss_weight * ce
         if head.feature_norm == "soft":
-            extra += head.t * abs(r - head.s) / batch
+            extra += head.objective.norm_penalty * abs(r - head.s) / batch
     loss = total / batch + extra
-    if head.mhe_weight > 0:
+    if getattr(head.objective, "mhe_weight", 0) > 0:
         classes = sorted(set(int(v) for v in y))
         units = []
         for j in classes:
@@ -135,7 +141,7 @@ def reference_loss(name, head, x, y, step):
                 math.acos(max(-1 + 1e-5, min(1 - 1e-5, sum(p * q for p, q in zip(units[a], units[b]))))) ** -2
                 for a, b in pairs
             ) / len(pairs)
-            loss += head.mhe_weight * mhe
+            loss += head.objective.mhe_weight * mhe
     return loss
 
 
@@ -168,7 +174,7 @@ def test_every_head_has_a_reference():
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Toy vectors of METHODS through the whole head: exact cosines c via unit class centres e_j and
+# Toy vectors of docs/methods.md through the whole head: exact cosines c via unit class centres e_j and
 # x = [c_0, ..., c_{C-1}, sqrt(1 − Σc²)].
 
 
@@ -219,7 +225,8 @@ def test_sphereface_r_hfn_v1_toy():  # §4.5
 
 
 def test_sfn_penalty():  # §4.5: s = 30, t = 0.01, norms [20, 30, 40] -> 0.066667
-    head = fs.build_head("sphereface_r", embed_dim=4, num_classes=3, feature_norm="soft", s=30.0, t=0.01).double()
+    head = fs.build_head("sphereface_r", embed_dim=4, num_classes=3, feature_norm="soft", s=30.0,
+                         norm_penalty=0.01).double()
     x = torch.zeros(3, 4, dtype=torch.float64)
     x[:, 0] = torch.tensor([20.0, 30.0, 40.0])
     out = head(x, torch.tensor([0, 1, 2]))
@@ -308,8 +315,8 @@ def test_mhe_orthogonal_centres():  # §4.7: three orthogonal centres -> (π/2)^
     head = fs.build_head("sphereface_plus", embed_dim=3, num_classes=3).double()
     with torch.no_grad():
         head.weight.copy_(torch.eye(3, dtype=torch.float64))
-    assert head.hyperspherical_energy(torch.tensor([0, 1, 2])).item() == pytest.approx(0.405285, abs=1e-6)
-    assert head.hyperspherical_energy(torch.tensor([1, 1])).item() == 0.0
+    assert hyperspherical_energy(head.weight, torch.tensor([0, 1, 2])).item() == pytest.approx(0.405285, abs=1e-6)
+    assert hyperspherical_energy(head.weight, torch.tensor([1, 1])).item() == 0.0
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -338,21 +345,22 @@ def test_detached_gradient_formula(name, options):
     out, grad = grad_wrt_scaled_cos(head, x, y)
     batch = y.shape[0]
     rows = torch.arange(batch)
-    if head.objective == "sface":
+    if isinstance(head.objective, SFaceLoss):
         cos = head.cosines(x)
-        expected = head.margin.inter(cos) / batch
-        expected[rows, y] = -head.margin.intra(cos[rows, y]) / batch
-    elif head.objective == "sphereface2":
+        expected = head.objective.inter(cos) / batch
+        expected[rows, y] = -head.objective.intra(cos[rows, y]) / batch
+    elif isinstance(head.objective, SphereFace2Loss):
         cos = head.cosines(x)
         phi = head.margin.nontarget(cos)
         phi[rows, y] = head.margin.target(cos[rows, y])
         z = head.s * phi + head.bias.detach()
-        expected = (1 - head.alpha) * torch.sigmoid(z)
-        expected[rows, y] = -head.alpha * torch.sigmoid(-z[rows, y])
-        expected = expected * head.loss_weight / head.s / batch
+        alpha = head.objective.alpha
+        expected = (1 - alpha) * torch.sigmoid(z)
+        expected[rows, y] = -alpha * torch.sigmoid(-z[rows, y])
+        expected = expected * head.objective.loss_weight / head.s / batch
     else:
         onehot = F.one_hot(y, head.num_classes).double()
-        factor = head.loss_weight / (head.s if head.divide_by_s else 1.0)
+        factor = head.objective.loss_weight / (head.s if head.objective.divide_by_s else 1.0)
         expected = factor * (torch.softmax(out.logits.detach(), dim=1) - onehot) / batch
     assert torch.allclose(grad, expected, atol=1e-9, rtol=1e-7)
 
@@ -446,13 +454,13 @@ def test_zero_margin_is_normalised_softmax(name):
     expected_logits = head.s * cos
     assert torch.allclose(out.logits, expected_logits, atol=1e-9)
     ce = F.cross_entropy(expected_logits, y)
-    if head.divide_by_s:
+    if head.objective.divide_by_s:
         ce = ce / head.s
     assert out.loss.item() == pytest.approx(ce.item(), abs=1e-9)
 
 
 def test_every_margin_head_has_a_zero_margin_case():
-    ce_heads = {n for n in HEAD_NAMES if HEADS[n].fixed.get("objective", "ce") == "ce" and n != "softmax"}
+    ce_heads = {n for n in HEAD_NAMES if HEADS[n].objective.softmax and n != "softmax"}
     assert ce_heads == set(ZERO_MARGIN)
 
 
@@ -532,7 +540,7 @@ def test_inplace_weight_norm_projects_parameter():
     assert torch.allclose(xhat.t() @ coeff, head.weight.grad.t(), atol=1e-5)
 
 
-@pytest.mark.parametrize("name", [n for n in HEAD_NAMES if HEADS[n].fixed.get("objective", "ce") == "ce"])
+@pytest.mark.parametrize("name", [n for n in HEAD_NAMES if HEADS[n].objective.softmax])
 def test_margin_logits_on_a_class_subset(name):
     """Model-parallel entry point: a subset of classes, labels −1 where the class is not in the subset."""
     head = build(name, classes=10)
@@ -561,3 +569,24 @@ def test_margin_logits_on_a_class_subset(name):
     untouched[index] = False
     rows = torch.arange(10 * head.subcenters).view(10, head.subcenters)[untouched].reshape(-1)
     assert (head.weight.grad[rows] == 0).all()
+
+
+def test_option_names_have_one_meaning_and_aliases_map_to_them():
+    """``t`` is SphereFace2's similarity exponent; SphereFace-R's soft-normalisation weight is ``norm_penalty`` (its
+    opensphere name ``t`` stays accepted as an alias, so older run configs still load)."""
+    assert "t" in head_options("sphereface2") and "t" not in head_options("sphereface_r")
+    head = fs.build_head("sphereface_r", embed_dim=4, num_classes=3, feature_norm="soft", t=0.02)
+    assert head.objective.norm_penalty == 0.02
+    with pytest.raises(fs.UnknownNameError, match="another name for 'norm_penalty'"):
+        fs.build_head("sphereface_r", embed_dim=4, num_classes=3, t=0.02, norm_penalty=0.01)
+    meanings = {}
+    for name in HEAD_NAMES:
+        spec = HEADS[name]
+        for option in spec.options:
+            owner = ("margin" if option in {f.name for f in dataclasses.fields(spec.margin)}
+                     else "objective" if option in {f.name for f in dataclasses.fields(spec.objective)} else "head")
+            meanings.setdefault(option, set()).add(
+                (owner, getattr(spec.margin if owner == "margin" else spec.objective, "__name__", "")
+                 if owner != "head" else ""))
+    # an option shared by several heads means the same thing: the same part of the head takes it
+    assert all(len({owner for owner, _ in where}) == 1 for where in meanings.values()), meanings

@@ -1,4 +1,4 @@
-"""The margin functions against METHODS' numeric test vectors (fp64, 1e-6)."""
+"""The margin functions against the numeric test vectors of docs/methods.md (fp64, 1e-6)."""
 
 import math
 
@@ -9,13 +9,13 @@ from facesphere.heads.margins import (
     ArcFaceMargin,
     CombinedMargin,
     CosFaceMargin,
-    SFaceWeights,
     SphereFace2Margin,
     SphereFaceMargin,
     SphereFaceRMargin,
     sphereface_lambda,
     sphereface_psi,
 )
+from facesphere.heads.objectives import SFaceLoss
 
 TOL = 1e-6
 
@@ -138,7 +138,7 @@ def test_sphereface2_similarity_and_bias():  # §4.6
 
 
 def test_sface_weights():  # §7.4
-    w = SFaceWeights(k=80, a=0.8, b=1.23)
+    w = SFaceLoss(k=80, a=0.8, b=1.23)
     close(w.intra(t64([0.9, 0.7, 0.697, 0.5])), [7.506e-13, 0.409002, 0.491822, 1.0])
     close(w.inter(t64([0.5, 0.334, 0.3, 0.1, 0.0])), [1.0, 0.494956, 0.052735, 4.36e-9, 1.44e-12])
 

@@ -427,6 +427,7 @@ def test_index_write_failure_keeps_the_old_file_and_loses_nothing(tmp_path, monk
     assert len(reopened) == 30 and "lost" not in reopened.identities()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 @needs_faiss
 def test_sigkill_mid_index_write_and_mid_transaction(tmp_path):
@@ -490,6 +491,7 @@ def test_corrupt_or_missing_index_is_rebuilt_with_a_warning(tmp_path, damage):
 # concurrency
 
 
+@pytest.mark.slow
 def test_two_writer_processes_never_corrupt(tmp_path):
     Gallery.create(tmp_path / "g", 8).close()
     workers = [start_worker("writer", str(tmp_path / "g"), str(seed), prefix, "25", "4")
@@ -511,6 +513,7 @@ def test_two_writer_processes_never_corrupt(tmp_path):
         assert read_index_file(tmp_path / "g" / INDEX_NAME)[0]["version"] == 50
 
 
+@pytest.mark.slow
 def test_readers_during_writes_see_growing_consistent_snapshots(tmp_path):
     batches, size, dim = 30, 3, 8
     Gallery.create(tmp_path / "g", dim).close()

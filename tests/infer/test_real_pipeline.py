@@ -15,6 +15,8 @@ import pytest
 from facesphere.cli import main
 from tests.helpers import DATA, MODELS
 
+pytestmark = pytest.mark.slow  # processes / real data end to end: left out by -m "not slow"
+
 PER_CLASS = 15
 
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from facesphere.train.distributed import spawn_gloo
 from tests.helpers import TINY
+
+pytestmark = pytest.mark.slow  # processes / real data end to end: left out by -m "not slow"
 
 
 def _train_rank(info, out: str, extra: list[str]):

@@ -153,6 +153,7 @@ def test_find_free_port():
     assert isinstance(port, int) and 0 < port < 65536
 
 
+@pytest.mark.slow
 def test_two_processes_gradients_match_single_process():
     results = spawn_gloo(_worker, WORLD)
     inputs, proj, _ = _data()
@@ -168,6 +169,7 @@ def test_two_processes_gradients_match_single_process():
         assert torch.allclose(res["bias_grad"], model.bias.grad, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_spawn_gloo_reraises_worker_errors():
     with pytest.raises(Exception, match="boom from rank 1"):
         spawn_gloo(_failing_worker, WORLD)

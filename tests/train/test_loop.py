@@ -53,6 +53,7 @@ def _final_weights(run: Path) -> dict[str, torch.Tensor]:
             **{f"h.{k}": v for k, v in checkpoint["head"].items()}}
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_is_bit_for_bit(tmp_path, tiny_overrides):
     common = tiny_overrides + ["--train.steps", "10", "--train.checkpoint_every", "2", "--data.val", "[]",
                                "--train.keep_checkpoints", "10"]

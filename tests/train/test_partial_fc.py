@@ -1,4 +1,4 @@
-"""Partial FC: sharding / sampling vectors (METHODS §6.6), single-process equality with the plain head, and 2 Gloo
+"""Partial FC: sharding / sampling vectors (docs/methods.md §6.6), single-process equality with the plain head, and 2 Gloo
 processes against the single-process head on the concatenated global batch."""
 
 from __future__ import annotations
@@ -367,6 +367,7 @@ def test_single_process_full_head_and_gather():
 
 
 # ----------------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("case", range(len(CASES)), ids=[f"{h}-{o}" for h, o in CASES])
 def test_two_processes_rate_one_equals_the_full_head(dist_results, case):
     head, options = CASES[case]
@@ -382,12 +383,14 @@ def test_two_processes_rate_one_equals_the_full_head(dist_results, case):
     _close(dist_results[0][f"full{case}"], ref[-1]["weight"])  # full_head() after two SGD steps
 
 
+@pytest.mark.slow
 def test_two_processes_gather_full_weight(dist_results):
     weight, _ = _case_data(*CASES[0])
     assert torch.equal(dist_results[0]["gathered_weight"], weight)
     assert dist_results[1]["gathered_weight"] is None
 
 
+@pytest.mark.slow
 def test_two_processes_ddp_backbone_gradient_is_single_process(dist_results):
     weight, [(x, y)] = _case_data("arcface", {}, iterations=1, seed=1)
     torch.manual_seed(7)
@@ -402,6 +405,7 @@ def test_two_processes_ddp_backbone_gradient_is_single_process(dist_results):
     _close(torch.cat([res["ddp"]["head"] for res in dist_results]), head.weight.grad)
 
 
+@pytest.mark.slow
 def test_two_processes_unequal_batch_sizes(dist_results):
     weight, batches = _case_data("cosface", {}, iterations=1, seed=4)
     [expected, _] = _reference("cosface", {}, weight, batches)
@@ -413,6 +417,7 @@ def test_two_processes_unequal_batch_sizes(dist_results):
     _close(torch.cat([res["emb_grad"] for res in got]) / WORLD, expected["emb_grad"])
 
 
+@pytest.mark.slow
 def test_two_processes_sampling(dist_results):
     weight, batches = _case_data("arcface", {}, classes=SAMPLED_C, iterations=2, seed=2)
     n_sample = num_sampled(SAMPLED_C // WORLD, SAMPLED_RATE)

@@ -1,4 +1,4 @@
-"""Sub-center cleaning: the METHODS §6.5 test vectors, a slow reference of the rule, and end-to-end cleaning of a tiny
+"""Sub-center cleaning: the docs/methods.md §6.5 test vectors, a slow reference of the rule, and end-to-end cleaning of a tiny
 sub-center ArcFace run trained on synthetic identities with 20% flipped labels (folder, list file and RecordIO)."""
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def noisy_files() -> set[str]:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# a slow reference of the rule (loops, written from METHODS §6.5 independently of the vectorised code)
+# a slow reference of the rule (loops, written from docs/methods.md §6.5 independently of the vectorised code)
 
 
 def reference_decisions(embeddings, labels, weights, threshold_deg):

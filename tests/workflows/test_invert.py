@@ -1,4 +1,4 @@
-"""Face synthesis from embeddings with BatchNorm priors (METHODS §6.7): the BN prior, the identity loss, hook hygiene,
+"""Face synthesis from embeddings with BatchNorm priors (docs/methods.md §6.7): the BN prior, the identity loss, hook hygiene,
 and inversion of a tiny sub-center ArcFace model trained on synthetic identities (training class and unseen face)."""
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ def test_arcface_identity_loss_hand_case():
     target = class_target(head, 0, loss="arcface", s=64.0, m=0.5)
     x = torch.tensor([[0.7, float(np.sqrt(1 - 0.49))]])  # cos 0.7 to class 0, 0.714 to class 1
     phi = float(np.cos(np.arccos(0.7) + 0.5))
-    assert phi == pytest.approx(0.271929, abs=1e-6)  # METHODS §6.5 test vector
+    assert phi == pytest.approx(0.271929, abs=1e-6)  # docs/methods.md §6.5 test vector
     logits = np.array([64 * phi, 64 * np.sqrt(1 - 0.49)])
     expected = -logits[0] + np.log(np.exp(logits).sum())
     assert float(identity_loss(x, target)) == pytest.approx(expected, rel=1e-5)

@@ -4,7 +4,7 @@ Deng et al., "ArcFace: Additive Angular Margin Loss for Deep Face Recognition", 
 pre-activation block ordering of Duta et al., "Improved Residual Networks for Image and Video Recognition",
 ICPR 2020 (arXiv 2004.04989).
 
-Module names follow ``arcface_torch`` exactly (FORMATS.md §6), so its ``backbone.pth`` loads with
+Module names follow ``arcface_torch`` exactly (docs/backbones.md), so its ``backbone.pth`` loads with
 ``strict=True``; :func:`load_arcface_torch_state_dict` additionally strips ``module.`` (DDP) prefixes and
 explains mismatches.
 """

@@ -13,7 +13,7 @@ import argparse
 import sys
 from typing import Callable, Sequence
 
-from .. import __version__
+from ..version import __version__
 from ..errors import FaceSphereError
 from . import data, evaluate, gallery, infer, tools, train
 

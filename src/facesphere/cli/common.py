@@ -9,10 +9,8 @@ from typing import Any
 
 from ..data.image import is_image_file
 from ..errors import DataError
+from ..infer.embedders import FLIP_MODES
 from ..infer.recognizer import FaceRecognizer
-
-#: flip-test fusion choices of every command that embeds (see facesphere.infer.embedders.embed_images)
-FLIP_CHOICES = ("sum", "concat", "none")
 
 
 def add_model_options(parser: argparse.ArgumentParser, *, detector: bool = True, flip: bool = True,
@@ -38,7 +36,7 @@ def add_model_options(parser: argparse.ArgumentParser, *, detector: bool = True,
         group.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 …")
         group.add_argument("--fp16", action="store_true", help="half-precision autocast (CUDA, PyTorch models)")
     if flip:
-        group.add_argument("--flip", choices=FLIP_CHOICES, default="sum",
+        group.add_argument("--flip", choices=FLIP_MODES, default="sum",
                            help="test-time flip fusion: sum (insightface / opensphere, default), concat (SphereFace), "
                                 "none")
     if runtime:

@@ -1,4 +1,4 @@
-"""Five-point similarity alignment (METHODS §9): templates, the least-squares similarity fit and the affine warp.
+"""Five-point similarity alignment (docs/methods.md §9): templates, the least-squares similarity fit and the affine warp.
 
 Landmark order everywhere: left eye centre, right eye centre, nose tip, left mouth corner, right mouth corner, where
 "left" / "right" are as seen in the picture (the first point has the smaller x on an upright face). Points are
@@ -132,7 +132,7 @@ def _as_points(points: np.ndarray, what: str) -> np.ndarray:
 
 def estimate_similarity(src_pts: np.ndarray, dst_pts: np.ndarray) -> np.ndarray:
     """Least-squares similarity (rotation, uniform scale, translation; no reflection) mapping ``src_pts`` onto
-    ``dst_pts`` (Umeyama 1991, METHODS §9).
+    ``dst_pts`` (Umeyama 1991, docs/methods.md §9).
 
     Args:
         src_pts: (N, 2) points in the source image (N >= 2; 5 landmarks for face alignment).

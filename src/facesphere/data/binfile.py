@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import DataError, UnsafePickleError
+from ..files import atomic_write
 
 __all__ = ["read_bin", "write_bin", "SafeUnpickler", "safe_load", "ALLOWED_GLOBALS"]
 
@@ -224,19 +225,7 @@ def write_bin(
         raise DataError(
             f"{path}: cannot write {len(bins)} images with {len(flags)} issame labels; need exactly 2 images per label"
         )
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            pickle.dump((bins, flags), f, protocol=protocol)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(path, lambda handle: pickle.dump((bins, flags), handle, protocol=protocol), what=".bin file")
 
 
 def _loads(data: bytes, *, source: str = "<bytes>"):

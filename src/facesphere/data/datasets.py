@@ -37,6 +37,7 @@ from torch.utils.data import Dataset, default_collate
 
 from ..errors import DataError
 from .image import decode_image, is_image_file, read_image_bytes
+from .recordio import RecordIOFaceSet
 from .specs import TRAIN_KINDS, parse_data_spec
 from .transforms import build_eval_transform
 
@@ -289,7 +290,7 @@ def parse_list_file(
     return ParsedList(paths, tokens, numbers, fmt or "plain")
 
 
-def _labels_from_tokens(
+def labels_from_tokens(
     list_file: str, tokens: Sequence[str], line_numbers: Sequence[int], *, errors: list[tuple[str, str]] | None = None
 ) -> tuple[np.ndarray, list[str], list[bool]]:
     """Integer ids if every label is a non-negative integer, else class names mapped in sorted order."""
@@ -335,7 +336,7 @@ class ListFileDataset(FaceDataset):
         self.format = parsed.format
         self.paths = parsed.paths
         self.line_numbers = parsed.line_numbers
-        self.labels, self.classes, _ = _labels_from_tokens(self.list_file, parsed.label_tokens, parsed.line_numbers)
+        self.labels, self.classes, _ = labels_from_tokens(self.list_file, parsed.label_tokens, parsed.line_numbers)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -375,8 +376,6 @@ class RecordIODataset(FaceDataset):
         expected_size: tuple[int, int] | None = None,
     ):
         super().__init__(transform, expected_size)
-        from .recordio import RecordIOFaceSet
-
         self.faceset = RecordIOFaceSet(prefix_or_rec)
         self.rec_path: str = self.faceset.rec_path
         self._num_classes = int(self.faceset.num_classes)

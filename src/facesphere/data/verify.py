@@ -29,9 +29,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
-from .datasets import _labels_from_tokens, parse_list_file
+from .binfile import read_bin
+from .datasets import labels_from_tokens, parse_list_file, scan_image_folder
 from .image import decode_image, is_image_file, read_image_bytes
 from .pairs import lfw_images_root
+from .recordio import RecordIOFaceSet, resolve_prefix
 from .specs import VERIFY_KINDS, parse_data_spec
 
 __all__ = ["VerifyReport", "verify_dataset"]
@@ -163,8 +165,6 @@ def _rec_chunk(args: tuple[str, list[int], tuple[int, int] | None, int]) -> list
     rec_path, indices, expected, num_classes = args
     faceset = _REC_STATE.get(rec_path)
     if faceset is None:
-        from .recordio import RecordIOFaceSet
-
         faceset = RecordIOFaceSet(rec_path)
         _REC_STATE.clear()
         _REC_STATE[rec_path] = faceset
@@ -262,8 +262,6 @@ def _verify_paths(
 
 
 def _verify_folder(report: VerifyReport, root: str, expected, workers, progress, chunk) -> None:
-    from .datasets import scan_image_folder
-
     if not os.path.isdir(root):
         raise DataError(f"{root}: image folder not found")
     try:
@@ -304,7 +302,7 @@ def _verify_list(report: VerifyReport, list_file: str, expected, workers, progre
             report.bad.append((list_file, problem))
         return
     label_errors: list[tuple[str, str]] = []
-    _labels, classes, keep = _labels_from_tokens(
+    _labels, classes, keep = labels_from_tokens(
         list_file, parsed.label_tokens, parsed.line_numbers, errors=label_errors
     )
     report.bad.extend(label_errors)
@@ -316,8 +314,6 @@ def _verify_list(report: VerifyReport, list_file: str, expected, workers, progre
 
 
 def _verify_rec(report: VerifyReport, prefix: str, expected, workers, progress, chunk) -> None:
-    from .recordio import RecordIOFaceSet, resolve_prefix
-
     rec_path, _idx = resolve_prefix(prefix)
     report.path = rec_path
     if not os.path.exists(rec_path):
@@ -354,8 +350,6 @@ def _verify_rec(report: VerifyReport, prefix: str, expected, workers, progress, 
 
 
 def _verify_bin(report: VerifyReport, path: str, expected, workers, progress, chunk) -> None:
-    from .binfile import read_bin
-
     if not os.path.exists(path):
         raise DataError(f"{path}: verification .bin file not found")
     try:

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import FaceSphereError
 from . import metrics as M
+from .verification import FARS
 
 __all__ = ["format_table", "write_metrics_json", "plot_roc", "plot_score_histogram", "safe_filename"]
 
@@ -174,7 +175,7 @@ def _save_figure(fig: Any, path: str | Path) -> Path:
 
 
 def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path,
-             fars: Sequence[float] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)) -> Path:
+             fars: Sequence[float] = FARS) -> Path:
     """All datasets' ROC curves in one PNG: TAR (TPR) against FAR (FPR) on a log axis.
 
     ``curves``: ``{dataset name: (scores, issame)}``. The FAR axis starts at the smallest non-zero FAR any curve

@@ -1,23 +1,23 @@
-"""The one shared head: class centres, weight / feature normalisation, cosines, detachment, loss (METHODS §10).
+"""The one shared head: class centres, weight / feature normalisation, cosines, detachment (docs/methods.md §10).
 
-Every method is this module plus a margin from :mod:`facesphere.heads.margins` and its published defaults
-(the ``HEADS`` registry in :mod:`facesphere.heads`). Steps of a forward pass:
+Every method is this module plus a margin from :mod:`facesphere.heads.margins`, an objective from
+:mod:`facesphere.heads.objectives` and its published defaults (the ``HEADS`` registry in :mod:`facesphere.heads`).
+Steps of a forward pass:
 
 1. weights: ``graph`` normalisation (Ŵ = W/‖W‖ in the autograd graph), ``inplace`` projection (W ← W/‖W‖ under
-   no-grad at the start of every forward, then used as is: METHODS §1.2) or ``none`` (plain softmax);
+   no-grad at the start of every forward, then used as is: docs/methods.md §1.2) or ``none`` (plain softmax);
 2. logits ``S·c = (S·x̂) @ Ŵᵀ`` in fp32 (fp64 if the embeddings are fp64), the scale folded into the (B, D)
    embedding: S = s (hard feature normalisation) or ‖x‖ (none / soft); K sub-centres are max-pooled;
 3. margin on the target column only (B values), and on the full (B, C) matrix only for methods whose η ≠ cos;
    with ``gradient="detached"`` the margin enters as a constant delta, ``z = S·(c + sg(φ − c))`` (CGD, §1.4),
-   with ``gradient="true"`` through autograd;
+   with ``gradient="true"`` through autograd (objectives that use no margin skip this step);
 4. the objective: softmax cross-entropy (× loss weight, / s, + penalties) or the non-softmax SFace / SphereFace2
-   objectives.
+   objectives (:mod:`facesphere.heads.objectives`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -25,27 +25,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InvalidOptionError
-from .functional import binary_objective, normalized_linear
+from .functional import normalized_linear
+from .margins import Margin
+from .objectives import Objective, SoftmaxCE
+from .output import HeadOutput
 
 WEIGHT_NORMS = ("graph", "inplace", "none")
 FEATURE_NORMS = ("hard", "none", "soft")
 GRADIENTS = ("detached", "true")
-OBJECTIVES = ("ce", "sface", "sphereface2")
 INITS = ("normal", "xavier", "sface")
-
-
-@dataclass
-class HeadOutput:
-    """What a head returns.
-
-    loss:   scalar fp32 (fp64 for fp64 inputs) tensor — exactly the method's objective, weights and penalties included.
-    logits: (B, C) the logits the softmax cross-entropy saw, or ``None`` for objectives without a softmax.
-    extras: scalar diagnostics (detached), e.g. mean target / non-target cosine, current λ or m.
-    """
-
-    loss: torch.Tensor
-    logits: torch.Tensor | None
-    extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def _check(name: str, value: Any, valid: tuple[str, ...]) -> None:
@@ -59,18 +47,15 @@ class MarginHead(nn.Module):
     Args:
         embed_dim: D, the embedding size.
         num_classes: C.
-        margin: a margin object (``target`` / ``nontarget`` functions of the cosines, see ``margins``).
+        margin: a :class:`~facesphere.heads.margins.Margin` (``target`` / ``nontarget`` functions of the cosines).
+        objective: an :class:`~facesphere.heads.objectives.Objective` (default: plain softmax cross-entropy); every
+            method-specific weight or penalty is one of its options.
         s: the hard-normalisation scale (also the ``/s`` of SphereFace-R and the SFN target norm).
-        feature_norm: ``hard`` (x̂·s), ``none`` (‖x‖ scales the logits) or ``soft`` (‖x‖, plus t·|‖x‖ − s|).
+        feature_norm: ``hard`` (x̂·s), ``none`` (‖x‖ scales the logits) or ``soft`` (‖x‖, plus the objective's norm
+            penalty).
         weight_norm: ``graph``, ``inplace`` or ``none`` (see module docstring).
         gradient: ``detached`` (CGD) or ``true``.
-        objective: ``ce``, ``sface`` or ``sphereface2``.
         subcenters: K sub-centres per class (weight rows j·K + k), max-pooled.
-        loss_weight: multiplies the objective (SphereFace-R ``lw``, SphereFace2 ``lw``).
-        divide_by_s: divide the CE by s (SphereFace-R with hard / soft normalisation).
-        t: soft-normalisation penalty weight.
-        alpha: SphereFace2's positive / negative balance λ.
-        mhe_weight: weight of SphereFace+'s mini-batch hyperspherical energy on the class centres (0 = off).
         init: weight initialisation, ``normal`` (N(0, 0.01²), arcface_torch), ``xavier`` (xavier-normal,
             opensphere / Caffe), ``sface`` (N(0, (2·√(2/C))²), the SFace code).
         step: initial value of the training-forward counter used by scheduled margins (set it when resuming from a
@@ -83,19 +68,14 @@ class MarginHead(nn.Module):
         self,
         embed_dim: int,
         num_classes: int,
-        margin: Any,
+        margin: Margin,
         *,
+        objective: Objective | None = None,
         s: float = 64.0,
         feature_norm: str = "hard",
         weight_norm: str = "graph",
         gradient: str = "detached",
-        objective: str = "ce",
         subcenters: int = 1,
-        loss_weight: float = 1.0,
-        divide_by_s: bool = False,
-        t: float = 0.0,
-        alpha: float = 0.7,
-        mhe_weight: float = 0.0,
         init: str = "normal",
         step: int = 0,
     ) -> None:
@@ -103,25 +83,27 @@ class MarginHead(nn.Module):
         _check("feature_norm", feature_norm, FEATURE_NORMS)
         _check("weight_norm", weight_norm, WEIGHT_NORMS)
         _check("gradient", gradient, GRADIENTS)
-        _check("objective", objective, OBJECTIVES)
         _check("init", init, INITS)
+        if not isinstance(margin, Margin):
+            raise InvalidOptionError(f"margin must be a facesphere.heads.margins.Margin, got {type(margin).__name__}")
+        objective = SoftmaxCE() if objective is None else objective
+        if not isinstance(objective, Objective):
+            raise InvalidOptionError(
+                f"objective must be a facesphere.heads.objectives.Objective, got {type(objective).__name__}")
         for name, value in (("embed_dim", embed_dim), ("num_classes", num_classes), ("subcenters", subcenters)):
             if not isinstance(value, int) or value < 1:
                 raise InvalidOptionError(f"invalid {name}={value!r}: must be a positive integer")
-        if not s > 0:
-            raise InvalidOptionError(f"invalid s={s!r}: must be positive")
-        if objective == "sface" and feature_norm != "hard":
-            raise InvalidOptionError("the sface objective needs feature_norm='hard'")
+        if not (isinstance(s, (int, float)) and 0 < s < float("inf")):
+            raise InvalidOptionError(f"invalid s={s!r}: must be a finite positive number")
         self.embed_dim, self.num_classes, self.subcenters = embed_dim, num_classes, subcenters
-        self.margin = margin
+        self.margin, self.objective = margin, objective
         self.s, self.feature_norm, self.weight_norm = float(s), feature_norm, weight_norm
-        self.gradient, self.objective = gradient, objective
-        self.loss_weight, self.divide_by_s, self.t = float(loss_weight), bool(divide_by_s), float(t)
-        self.alpha, self.mhe_weight = float(alpha), float(mhe_weight)
+        self.gradient = gradient
+        objective.check(self)
         self.weight = nn.Parameter(torch.empty(num_classes * subcenters, embed_dim))
         self.register_buffer("step", torch.tensor(int(step), dtype=torch.long))
-        if objective == "sphereface2":
-            self.bias = nn.Parameter(torch.tensor(margin.initial_bias(num_classes, self.s, self.alpha)))
+        if objective.needs_bias:
+            self.bias = nn.Parameter(torch.tensor(objective.initial_bias(self)))
         else:
             self.register_parameter("bias", None)
         self.init = init
@@ -141,28 +123,25 @@ class MarginHead(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"embed_dim={self.embed_dim}, num_classes={self.num_classes}, subcenters={self.subcenters}, "
-            f"margin={self.margin}, s={self.s}, feature_norm={self.feature_norm}, weight_norm={self.weight_norm}, "
-            f"gradient={self.gradient}, objective={self.objective}"
+            f"margin={self.margin}, objective={self.objective}, s={self.s}, feature_norm={self.feature_norm}, "
+            f"weight_norm={self.weight_norm}, gradient={self.gradient}"
         )
 
     # ------------------------------------------------------------------------------------------------------------
     @torch.no_grad()
     def _project_weight_(self) -> None:
-        """WN-inplace: W ← W/‖W‖ row-wise in the parameter itself (METHODS §1.2)."""
+        """WN-inplace: W ← W/‖W‖ row-wise in the parameter itself (docs/methods.md §1.2)."""
         self.weight.div_(self.weight.norm(dim=1, keepdim=True).clamp_min_(1e-12))
 
-    def _scheduled(self) -> bool:
-        return hasattr(self.margin, "lam") or hasattr(self.margin, "m_at")
-
-    def _current_step(self) -> int:
+    def current_step(self) -> int:
         """The counter value the scheduled margins use (≥ 1); 1 for unscheduled margins, read without a device sync."""
-        return max(int(self.step), 1) if self._scheduled() else 1
+        return max(int(self.step), 1) if self.margin.scheduled else 1
 
     def _advance_step(self) -> int:
         """Count a training forward (the Caffe layer increments before use) and return the step to apply."""
         if self.training:
             self.step += 1
-        return self._current_step()
+        return self.current_step()
 
     def _class_logits(self, x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, D) -> x @ Ŵᵀ (B, C·K) with the weight normalisation style of the head (all rows or ``weight``)."""
@@ -202,17 +181,13 @@ class MarginHead(nn.Module):
         if self.weight_norm == "none":  # plain softmax: z = x·W
             x = embeddings.to(torch.promote_types(embeddings.dtype, torch.float32))
             logits = self._class_logits(x)
-            return HeadOutput(self.loss_weight * F.cross_entropy(logits, labels), logits, {})
+            return self.objective.loss(self, logits, labels, torch.arange(len(labels), device=logits.device),
+                                       x.norm(dim=1, keepdim=True), step)
         logits, scale, norms = self._scaled_cosines(embeddings)
         rows = torch.arange(logits.shape[0], device=logits.device)
-        if self.objective == "sface":
-            return self._sface(logits, labels, rows)
-        logits = self._apply_margin(logits, labels, rows, scale, step)
-        if self.objective == "sphereface2":
-            loss = self._sphereface2_loss(logits, labels, rows)
-            return HeadOutput(loss, None, {"bias": self.bias.detach()})
-        loss, extras = self.finish_ce_loss(F.cross_entropy(logits, labels), norms, labels, step)
-        return HeadOutput(loss, logits, extras)
+        if self.objective.uses_margin:
+            logits = self._apply_margin(logits, labels, rows, scale, step)
+        return self.objective.loss(self, logits, labels, rows, norms, step)
 
     def _scaled_cosines(self, embeddings: torch.Tensor, weight: torch.Tensor | None = None):
         """(S·c (B, C'), S (float or (B, 1) tensor), ‖x‖ (B, 1)) for all class centres or the given rows of them."""
@@ -233,8 +208,9 @@ class MarginHead(nn.Module):
         class is not among them (no margin is applied to such rows). Returns (logits, ‖x‖ (B, 1)). Only heads
         with a softmax objective can be used this way.
         """
-        if self.objective != "ce":
-            raise InvalidOptionError(f"margin_logits needs a softmax head; this head's objective is {self.objective!r}")
+        if not self.objective.softmax:
+            raise InvalidOptionError(
+                f"margin_logits needs a softmax head; this head's objective is {type(self.objective).__name__}")
         step = self._advance_step()
         weight = None
         if index is not None:
@@ -251,28 +227,6 @@ class MarginHead(nn.Module):
             if self.weight_norm != "none":
                 logits = self._apply_margin(logits, labels[valid], rows, scale, step, row_scale=row_scale)
         return logits, norms
-
-    def finish_ce_loss(
-        self, ce: torch.Tensor, norms: torch.Tensor, labels: torch.Tensor, step: int | None = None
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """From the mean softmax cross-entropy to the method's loss: × loss weight, / s, + SFN penalty, + MHE."""
-        extras: dict[str, torch.Tensor] = {}
-        step = self._current_step() if step is None else step
-        if hasattr(self.margin, "lam"):
-            extras["lambda"] = torch.tensor(self.margin.lam(step), dtype=torch.float64)
-        if hasattr(self.margin, "m_at"):
-            extras["m"] = torch.tensor(self.margin.m_at(step), dtype=torch.float64)
-        loss = ce / self.s if self.divide_by_s else ce
-        loss = self.loss_weight * loss
-        if self.feature_norm == "soft" and self.t > 0:
-            penalty = self.t * (norms.squeeze(1) - self.s).abs().mean()
-            loss = loss + penalty
-            extras["norm_penalty"] = penalty.detach()
-        if self.mhe_weight > 0:
-            mhe = self.hyperspherical_energy(labels[labels >= 0])
-            loss = loss + self.mhe_weight * mhe
-            extras["mhe"] = mhe.detach()
-        return loss, extras
 
     def _apply_margin(
         self, logits: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor, scale: Any, step: int,
@@ -314,46 +268,3 @@ class MarginHead(nn.Module):
             # in place on the matmul output (not saved by autograd): z_y = S·c_y + S·sg(φ_y − c_y)
             logits.index_put_((rows, labels), target_delta * row_scale, accumulate=True)
         return logits
-
-    # ------------------------------------------------------------------------------------------------------------
-    def _sface(self, logits: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor) -> HeadOutput:
-        """SFace objective (METHODS §7.1): mean_i[−sg(w_intra)·s·c_iy + Σ_{j≠y} sg(w_inter)·s·c_ij]."""
-        batch = logits.shape[0]
-        weights_fn = self.margin
-        with torch.no_grad():
-            cos = logits.detach() / self.s
-            cos_target = cos[rows, labels]
-            cos_nontarget_mean = (cos.sum() - cos_target.sum()) / (batch * max(self.num_classes - 1, 1))
-            weights = weights_fn.inter(cos, inplace=True)  # (B, C), overwrites the scratch cosines
-            intra = weights_fn.intra(cos_target)
-            weights[rows, labels] = -intra
-        loss = torch.dot(weights.reshape(-1), logits.reshape(-1)) / batch
-        target_logits = logits[rows, labels].detach()
-        intra_loss = -(intra * target_logits).sum() / batch
-        extras = {
-            "intra_loss": intra_loss,
-            "inter_loss": loss.detach() - intra_loss,
-            "cos_target": cos_target.mean(),
-            "cos_nontarget": cos_nontarget_mean,
-        }
-        return HeadOutput(loss, None, extras)
-
-    def _sphereface2_loss(self, logits: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """(lw/r)·(1/B)·Σ_i[λ·softplus(−z_iy) + (1−λ)·Σ_{j≠y} softplus(z_ij)], z = r·φ + b (METHODS §4.6)."""
-        z = logits.add_(self.bias.to(logits.dtype))
-        total = binary_objective(z, labels, self.alpha)
-        return self.loss_weight / self.s * total / z.shape[0]
-
-    def hyperspherical_energy(self, labels: torch.Tensor) -> torch.Tensor:
-        """SphereFace+ mini-batch MHE: mean over pairs a<b of the classes in the batch of arccos(Ŵ_a·Ŵ_b)^−2.
-
-        Zero when the batch holds fewer than two classes (the official code divides 0 by 0 there).
-        """
-        classes = torch.unique(labels)
-        if classes.numel() < 2:
-            return self.weight.new_zeros(())
-        centres = F.normalize(self.weight[classes], dim=1)
-        gram = (centres @ centres.t()).clamp(-1.0 + 1e-5, 1.0 - 1e-5)
-        upper = torch.triu_indices(classes.numel(), classes.numel(), offset=1, device=labels.device)
-        angles = torch.acos(gram[upper[0], upper[1]])
-        return angles.pow(-2).mean()

@@ -3,7 +3,7 @@
 ``normalized_linear(x, W) = x @ (W / ‖W‖_row)ᵀ`` with the in-graph (WN-graph) gradient, without materialising the
 normalised C x D weight or its gradient graph: the row norms scale the B x C output columns instead (B < D in the
 usual settings, so this is the cheaper side), and the backward projects the plain weight gradient onto the tangent
-of each row, ``∂L/∂W_j = (M_j − (Ŵ_j·M_j)·Ŵ_j)/‖W_j‖`` with ``M = (∂L/∂z)ᵀ x`` (METHODS §1.7).
+of each row, ``∂L/∂W_j = (M_j − (Ŵ_j·M_j)·Ŵ_j)/‖W_j‖`` with ``M = (∂L/∂z)ᵀ x`` (docs/methods.md §1.7).
 """
 
 from __future__ import annotations

@@ -1,23 +1,27 @@
-"""Margin functions: small pure functions of the cosines, one per method (METHODS §2–§7).
+"""Margin functions: small pure functions of the cosines, one per method (docs/methods.md §2–§6).
 
-Each margin is a frozen dataclass whose fields are the method's options (published defaults) and whose methods map
-cosines to the *forward values* the shared head feeds to its loss:
+Each margin is a frozen dataclass subclassing :class:`Margin`, whose fields are the method's options (published
+defaults) and whose methods map cosines to the *forward values* the shared head feeds to its objective:
 
-* ``target(cos, step) -> phi``: the characteristic function ψ applied to the target cosines, shape (B,).
+* ``target(cos, step) -> phi``: the characteristic function ψ applied to the target cosines, shape (B,); ``None``
+  when ψ(θ) = cos θ.
 * ``nontarget(cos, step, inplace=False) -> phi``: η applied to a full (B, C) cosine matrix; ``None`` when
   η(θ) = cos θ, so the head can leave every non-target logit untouched (the fast path). With ``inplace=True`` (used
   by the head on a scratch copy under no-grad) the function may overwrite ``cos`` and return it: no B x C temporaries.
+* ``schedule(step) -> {name: value}``: the values of a scheduled margin at ``step`` (logged as diagnostics);
+  ``scheduled`` says whether ``target`` / ``nontarget`` depend on the step at all.
 
 The functions are written with ordinary differentiable torch ops. The head calls them under ``torch.no_grad()`` and
-adds the result as a detached delta (characteristic gradient detachment, METHODS §1.4) or, for ``gradient="true"``,
-with autograd enabled (true gradient). ``step`` is the head's training-forward counter (starting at 1), used by the
-scheduled margins (SphereFace's λ annealing, SphereFace-R's m_t); the others ignore it.
+adds the result as a detached delta (characteristic gradient detachment, docs/methods.md §1.4) or, for
+``gradient="true"``, with autograd enabled (true gradient). ``step`` is the head's training-forward counter (starting
+at 1), used by the scheduled margins (SphereFace's λ annealing, SphereFace-R's m_t); the others ignore it.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -27,6 +31,8 @@ from ..errors import InvalidOptionError
 ACOS_EPS = 1e-5
 #: upper clamp of a margin-augmented angle (opensphere uses 3.14159, just below π).
 PI_CLAMP = 3.14159
+#: the finer clamp of SFace's angles (the SFace code's 1e-7).
+ACOS_EPS_FINE = 1e-7
 
 
 def angle(cos: torch.Tensor, eps: float = ACOS_EPS) -> torch.Tensor:
@@ -59,7 +65,7 @@ def chebyshev(cos: torch.Tensor, m: int) -> torch.Tensor:
 
 
 def sphereface_psi(cos: torch.Tensor, m: float) -> torch.Tensor:
-    """SphereFace's monotone piecewise ψ(θ) = (−1)^k cos(mθ) − 2k, k = ⌊mθ/π⌋ (METHODS §3.1, §1.6).
+    """SphereFace's monotone piecewise ψ(θ) = (−1)^k cos(mθ) − 2k, k = ⌊mθ/π⌋ (docs/methods.md §3.1, §1.6).
 
     Integer m uses the Chebyshev form with k = Σ_q 1[cos < cos(qπ/m)] (no arccos, exact polynomial gradient);
     non-integer m (opensphere's 1.5 / 1.7) uses the clamped angle. ψ is continuous at the segment boundaries, so the
@@ -80,12 +86,12 @@ def sphereface_psi(cos: torch.Tensor, m: float) -> torch.Tensor:
 
 
 def sphereface_lambda(step: int, base: float, gamma: float, power: float, lambda_min: float) -> float:
-    """λ_t = max(λ_min, base·(1 + γ·t)^(−power)) of the original Caffe layer (METHODS §3.2); t starts at 1."""
+    """λ_t = max(λ_min, base·(1 + γ·t)^(−power)) of the original Caffe layer (docs/methods.md §3.2); t starts at 1."""
     return max(lambda_min, base * (1.0 + gamma * step) ** (-power))
 
 
 def scheduled_m(step: int, m: float, dm: float, margin_steps: tuple[int, ...]) -> float:
-    """SphereFace-R's margin schedule m_t = 1 + dm·|{τ ∈ steps : τ < t}| (METHODS §4.3); fixed ``m`` without steps."""
+    """SphereFace-R's margin schedule m_t = 1 + dm·|{τ ∈ steps : τ < t}| (docs/methods.md §4.3); fixed ``m`` without steps."""
     if not margin_steps:
         return m
     return 1.0 + dm * sum(1 for tau in margin_steps if tau < step)
@@ -95,36 +101,43 @@ def scheduled_m(step: int, m: float, dm: float, margin_steps: tuple[int, ...]) -
 # Margins
 
 
-@dataclass(frozen=True)
-class NoMargin:
-    """ψ = η = cos θ: plain and normalised softmax (NormFace, Wang et al., ACM MM 2017)."""
+class Margin:
+    """The contract of a margin (see the module docstring); the base leaves every cosine as it is."""
+
+    #: whether ``target`` / ``nontarget`` depend on the step (the head then reads its step counter)
+    scheduled: ClassVar[bool] = False
 
     def target(self, cos: torch.Tensor, step: int = 1) -> torch.Tensor | None:
         return None
 
-    def nontarget(self, cos: torch.Tensor, step: int = 1, inplace: bool = False) -> None:
+    def nontarget(self, cos: torch.Tensor, step: int = 1, inplace: bool = False) -> torch.Tensor | None:
         return None
+
+    def schedule(self, step: int) -> dict[str, float]:
+        return {}
 
 
 @dataclass(frozen=True)
-class CosFaceMargin:
-    """CosFace / LMCL (Wang et al., CVPR 2018): ψ = cos θ − m (METHODS §5)."""
+class NoMargin(Margin):
+    """ψ = η = cos θ: plain and normalised softmax (NormFace, Wang et al., ACM MM 2017)."""
+
+
+@dataclass(frozen=True)
+class CosFaceMargin(Margin):
+    """CosFace / LMCL (Wang et al., CVPR 2018): ψ = cos θ − m (docs/methods.md §5)."""
 
     m: float = 0.35
 
     def target(self, cos: torch.Tensor, step: int = 1) -> torch.Tensor:
         return cos - self.m
 
-    def nontarget(self, cos: torch.Tensor, step: int = 1, inplace: bool = False) -> None:
-        return None
-
 
 ARCFACE_VARIANTS = ("clamped", "plain", "fallback", "easy")
 
 
 @dataclass(frozen=True)
-class ArcFaceMargin:
-    """ArcFace (Deng et al., CVPR 2019): ψ = cos(θ + m) in four variants (METHODS §6.2).
+class ArcFaceMargin(Margin):
+    """ArcFace (Deng et al., CVPR 2019): ψ = cos(θ + m) in four variants (docs/methods.md §6.2).
 
     * ``clamped`` (default, opensphere): cos(min(θ + m, π)) — monotone, saturates at −1 for θ ≥ π − m.
     * ``plain`` (paper / MXNet / current arcface_torch forward): cos(θ + m) for all θ, non-monotone past π − m.
@@ -151,13 +164,10 @@ class ArcFaceMargin:
             return torch.where(cos > 0, torch.cos(theta_m), cos)
         return torch.cos(theta_m)
 
-    def nontarget(self, cos: torch.Tensor, step: int = 1, inplace: bool = False) -> None:
-        return None
-
 
 @dataclass(frozen=True)
-class CombinedMargin:
-    """InsightFace's combined margin ψ = cos(m1·θ + m2) − m3 (ArcFace paper §3; METHODS §6.3).
+class CombinedMargin(Margin):
+    """InsightFace's combined margin ψ = cos(m1·θ + m2) − m3 (ArcFace paper §3; docs/methods.md §6.3).
 
     All three margins are honoured (unlike arcface_torch's ``CombinedMarginLoss``); the angle m1·θ + m2 is clamped
     to [0, π] so ψ stays monotone (our documented choice; the MXNet code does not clamp).
@@ -171,12 +181,9 @@ class CombinedMargin:
         t = (self.m1 * angle(cos) + self.m2).clamp(0.0, math.pi)
         return torch.cos(t) - self.m3
 
-    def nontarget(self, cos: torch.Tensor, step: int = 1, inplace: bool = False) -> None:
-        return None
-
 
 @dataclass(frozen=True)
-class SphereFaceMargin:
+class SphereFaceMargin(Margin):
     """SphereFace / A-Softmax (Liu et al., CVPR 2017): ψ = (−1)^k cos(mθ) − 2k with the λ-annealed mix (§3.2).
 
     The target value trained is ``cos θ + (ψ(θ) − cos θ)/(1 + λ_t)`` with
@@ -190,8 +197,13 @@ class SphereFaceMargin:
     lambda_power: float = 1.0
     lambda_min: float = 5.0
 
+    scheduled: ClassVar[bool] = True
+
     def __post_init__(self) -> None:
         _positive("m", self.m)
+
+    def schedule(self, step: int) -> dict[str, float]:
+        return {"lambda": self.lam(step)}
 
     def lam(self, step: int) -> float:
         if self.lambda_base == 0 and self.lambda_min == 0:
@@ -203,15 +215,12 @@ class SphereFaceMargin:
         lam = self.lam(step)
         return psi if lam == 0 else cos + (psi - cos) / (1.0 + lam)
 
-    def nontarget(self, cos: torch.Tensor, step: int = 1, inplace: bool = False) -> None:
-        return None
-
 
 SPHEREFACE_R_MARGINS = ("v0", "v1", "v2")
 
 
 @dataclass(frozen=True)
-class SphereFaceRMargin:
+class SphereFaceRMargin(Margin):
     """SphereFace-R (Liu et al., "SphereFace Revived", TPAMI 2022): multiplicative margin v0 / v1 / v2 (§4.1).
 
     * ``v0``: target ψ = (−1)^k cos(mθ) − 2k (the original SphereFace margin, non-integer m allowed);
@@ -231,6 +240,13 @@ class SphereFaceRMargin:
         _choice("margin", self.margin, SPHEREFACE_R_MARGINS)
         _positive("m", self.m)
         object.__setattr__(self, "margin_steps", tuple(int(s) for s in self.margin_steps))
+
+    @property
+    def scheduled(self) -> bool:  # type: ignore[override]
+        return bool(self.margin_steps)
+
+    def schedule(self, step: int) -> dict[str, float]:
+        return {"m": self.m_at(step)}
 
     def m_at(self, step: int) -> float:
         return scheduled_m(step, self.m, self.dm, self.margin_steps)
@@ -255,7 +271,7 @@ SPHEREFACE2_MARGINS = ("A", "C", "M")
 
 
 @dataclass(frozen=True)
-class SphereFace2Margin:
+class SphereFace2Margin(Margin):
     """SphereFace2 (Wen et al., ICLR 2022) similarity adjustment g(c) = 2((c+1)/2)^t − 1 and margin types (§4.6).
 
     'C': target g(c) − m, non-target g(c) + m; 'A': target g(cos(min(θ+m, π))); 'M': target g(cos(min(mθ, π)));
@@ -288,7 +304,7 @@ class SphereFace2Margin:
         return self.g(cos) + shift
 
     def initial_bias(self, num_classes: int, scale: float, alpha: float) -> float:
-        """Closed-form bias initialisation of the official code (METHODS §4.6)."""
+        """Closed-form bias initialisation of the official code (docs/methods.md §4.6)."""
         z0 = alpha / ((1.0 - alpha) * (num_classes - 1))
         half = 2.0 * 0.5**self.t - 1.0
         if self.margin == "C":
@@ -299,25 +315,3 @@ class SphereFace2Margin:
             a_i = scale * half
         root = math.sqrt((1.0 - z0) ** 2 + 4.0 * z0 * math.exp(a_y - a_i))
         return math.log(2.0 * z0) - a_i - math.log(1.0 - z0 + root)
-
-
-@dataclass(frozen=True)
-class SFaceWeights:
-    """SFace (Zhong et al., TIP 2021) sigmoid re-scaling weights, treated as constants (METHODS §7.1).
-
-    ``intra(θ_y) = sigmoid(k(θ_y − a))`` pulls a sample toward its centre only while θ_y ≳ a;
-    ``inter(θ_j) = sigmoid(k(b − θ_j))`` pushes a non-target centre only while θ_j ≲ b.
-    """
-
-    k: float = 80.0
-    a: float = 0.8
-    b: float = 1.23
-
-    def intra(self, cos: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.k * (angle(cos, 1e-7) - self.a))
-
-    def inter(self, cos: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-        if inplace:
-            theta = cos.clamp_(-1.0 + 1e-7, 1.0 - 1e-7).acos_()
-            return theta.mul_(-self.k).add_(self.k * self.b).sigmoid_()
-        return torch.sigmoid(self.k * (self.b - angle(cos, 1e-7)))

@@ -182,7 +182,7 @@ def align_folder(src: str | os.PathLike[str], dst: str | os.PathLike[str], detec
             :func:`~facesphere.infer.detectors.build_detector` with ``detector_options``). Exclusive with ``landmarks``.
         landmarks: a landmarks file (see :func:`read_landmarks_file`) or a ready ``{relative path: (5, 2)}`` dict;
             only the listed images are aligned.
-        template: ``"arcface"`` (112x112), ``"sphereface"`` (112x96) or a size (METHODS §9).
+        template: ``"arcface"`` (112x112), ``"sphereface"`` (112x96) or a size (docs/methods.md §9).
         choose: ``"largest"``, ``"central"`` or ``"score"``: which face when a photo shows several.
         min_score: ignore detections under this score (default: the detector's threshold only).
         image_format: ``"same"`` (JPEG for JPEG inputs, PNG otherwise), ``"jpg"`` or ``"png"``.

@@ -6,7 +6,7 @@
     rec.search("query.jpg", gallery)         # gallery: a facesphere Gallery or (embeddings, identities)
 
 Images are file paths, PIL images or uint8 arrays (H, W, 3) RGB / (H, W) grey, of any size. With a detector, each
-image's largest face is detected and aligned by its 5 landmarks (METHODS §9) to the recogniser's template; without
+image's largest face is detected and aligned by its 5 landmarks (docs/methods.md §9) to the recogniser's template; without
 one, images must already be aligned crops of the recogniser's input size.
 """
 
@@ -81,7 +81,7 @@ class FaceRecognizer:
     ``threshold``: the cosine at or above which two faces are declared the same person. Choose it on your own
     validation pairs (``facesphere eval`` prints the best 10-fold threshold of each set); the default 0.3 is a
     conservative value for 112x112 ArcFace-family models, stated here rather than hidden.
-    ``flip``: test-time flip fusion (``sum`` / ``concat`` / ``none``, METHODS §8.1).
+    ``flip``: test-time flip fusion (``sum`` / ``concat`` / ``none``, docs/methods.md §8.1).
     """
 
     def __init__(self, embedder: Embedder, detector: Any = None, *, threshold: float = 0.3, flip: str = "sum",

@@ -87,3 +87,7 @@ def load_state_dict_checked(module: torch.nn.Module, state: dict[str, torch.Tens
             "is it a checkpoint of another model or config?"
         )
     module.load_state_dict(state, strict=True)
+
+
+__all__ = ["CHECKPOINT_PATTERN", "save_checkpoint", "load_checkpoint", "list_checkpoints", "latest_checkpoint",
+           "prune_checkpoints", "load_state_dict_checked"]

@@ -21,7 +21,7 @@ import yaml
 from ..backbones import BACKBONES, backbone_options
 from ..errors import ConfigError, UnknownNameError
 from ..files import atomic_write_text
-from ..heads import HEADS, head_options
+from ..heads import HEADS, head_options, resolve_aliases
 
 
 @dataclass
@@ -314,6 +314,10 @@ def validate(config: Config) -> Config:
     try:
         HEADS[config.head.name]
         BACKBONES[config.model.backbone]
+    except UnknownNameError as error:
+        raise ConfigError(str(error)) from None
+    try:
+        config.head.options = resolve_aliases(config.head.name, config.head.options)
     except UnknownNameError as error:
         raise ConfigError(str(error)) from None
     _check_registry_options("head", config.head.name, config.head.options, head_options(config.head.name), HeadConfig)

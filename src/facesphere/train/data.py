@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..data.datasets import BadSample, build_dataset, collate_skip_bad
+from ..data.synthetic import SyntheticConfig, SyntheticFaceDataset
 from ..errors import DataError
 from ..run.config import Config
 
@@ -118,8 +119,6 @@ def build_train_set(config: Config) -> TrainSet:
     data = config.data
     size = tuple(data.image_size)
     if data.train == "synthetic":
-        from ..data.synthetic import SyntheticConfig, SyntheticFaceDataset
-
         dataset = SyntheticFaceDataset(SyntheticConfig(
             seed=config.train.seed, num_identities=data.synthetic_identities,
             images_per_identity=data.synthetic_images_per_identity, difficulty=data.synthetic_difficulty,

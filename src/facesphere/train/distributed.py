@@ -5,7 +5,7 @@ Launch with ``torchrun --nproc_per_node=N ...``: torchrun sets ``RANK``, ``LOCAL
 (NCCL when the run uses CUDA, Gloo on CPU). Without ``WORLD_SIZE > 1`` everything here degrades to a single process:
 the collectives are identities and no process group is created.
 
-Gradient scaling convention (METHODS §6.6 step 4)
+Gradient scaling convention (docs/methods.md §6.6 step 4)
 --------------------------------------------------
 The backbone is data parallel (DDP), the classification head is model parallel (Partial FC): every rank all-gathers
 the embeddings of the global batch (B_g = Σ_r B_r rows, world·B with equal per-rank batches), computes the logits of

@@ -1,4 +1,4 @@
-"""Partial FC: a model-parallel softmax head with class sampling (METHODS §6.6), on top of any softmax MarginHead.
+"""Partial FC: a model-parallel softmax head with class sampling (docs/methods.md §6.6), on top of any softmax MarginHead.
 
 Every rank owns a contiguous shard of the classes (:func:`shard_range`) as an ordinary head built by
 ``build_head(name, embed_dim, n_local, ...)``. A forward pass:
@@ -12,7 +12,7 @@ Every rank owns a contiguous shard of the classes (:func:`shard_range`) as an or
 4. softmax cross-entropy over the classes of *all* ranks (:func:`distributed_cross_entropy`: global row max and
    row sum by all-reduce, fp32), backward ``(p − onehot)/B_g`` on every rank (one process: the plain head's
    ``F.cross_entropy``, so that ρ = 1 in one process is bitwise the plain head);
-5. ``head.finish_ce_loss`` (× loss weight, / s, + SFN penalty, + MHE).
+5. the head's ``objective.finish`` (× loss weight, / s, + SFN penalty, + MHE).
 
 Semantics: **v2** (arcface_torch ``partial_fc_v2``). The shard is one ``nn.Parameter``; classes that were not
 sampled get no loss gradient in a step, but the optimiser still applies momentum and weight decay to their rows.
@@ -77,7 +77,7 @@ def num_sampled(n_local: int, rate: float) -> int:
 def sample_classes(
     local_positive_labels: torch.Tensor, n_local: int, n_sample: int, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """The sorted local class ids used this step (METHODS §6.6 step 3).
+    """The sorted local class ids used this step (docs/methods.md §6.6 step 3).
 
     ``local_positive_labels``: the local labels of the global batch (values < 0 = not on this rank, ignored).
     Every positive class P is kept; if ``n_sample >= |P|`` the rest are uniformly random negatives drawn without
@@ -211,11 +211,11 @@ class PartialFC(nn.Module):
     ) -> None:
         super().__init__()
         spec = HEADS[head_name]  # unknown names: UnknownNameError listing the valid ones
-        objective = {**spec.options, **spec.fixed}.get("objective", "ce")
-        if objective != "ce":
+        if not spec.objective.softmax:
             raise InvalidOptionError(
-                f"Partial FC needs a softmax cross-entropy head, but {head_name!r} uses the {objective!r} objective "
-                "(not a softmax over classes); train it with the plain head (facesphere.build_head) and DDP instead"
+                f"Partial FC needs a softmax cross-entropy head, but {head_name!r} uses the {spec.objective.__name__} "
+                "objective (not a softmax over classes); train it with the plain head (facesphere.build_head) and DDP "
+                "instead"
             )
         if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float)) or not 0 < sample_rate <= 1:
             raise InvalidOptionError(f"invalid sample_rate={sample_rate!r}: must be in (0, 1]")
@@ -239,8 +239,6 @@ class PartialFC(nn.Module):
                         head.weight.normal_(0.0, math.sqrt(2.0 / (embed_dim + num_classes * head.subcenters)))
                         if head.weight_norm == "inplace":
                             head.weight.div_(head.weight.norm(dim=1, keepdim=True).clamp_min(1e-12))
-        if head.objective != "ce":  # defensive: the registry check above should have caught it
-            raise InvalidOptionError(f"Partial FC needs a softmax cross-entropy head; {head_name!r} is not one")
         self.head: MarginHead = head
         self.last_index: torch.Tensor | None = None  # the sampled local classes of the last training forward
         self._generator: torch.Generator | None = None
@@ -305,7 +303,7 @@ class PartialFC(nn.Module):
             # one process: every row's target is among the (sampled) classes, and the plain head's own CE makes
             # PartialFC(ρ = 1) bitwise equal to the plain head (distributed_cross_entropy agrees to rounding)
             ce = F.cross_entropy(logits, head_labels)
-        loss, extras = self.head.finish_ce_loss(ce, norms, local_labels)
+        loss, extras = self.head.objective.finish(self.head, ce, norms, local_labels)
         extras["classes_used"] = torch.tensor(logits.shape[1])
         return HeadOutput(loss, logits if return_logits else None, extras)
 

@@ -1,4 +1,4 @@
-"""Sub-center ArcFace data cleaning (METHODS §6.5): drop the images far from their class's dominant sub-centre.
+"""Sub-center ArcFace data cleaning (docs/methods.md §6.5): drop the images far from their class's dominant sub-centre.
 
 A model trained with ``subcenter_arcface`` (K ≥ 2 sub-centres per class, weight rows ``j·K + k``) gathers the clean
 images of a class around one sub-centre and pushes label noise to the others. Cleaning, run once after training:
@@ -134,7 +134,7 @@ def dominant_subcenters(nearest: np.ndarray, labels: np.ndarray, num_classes: in
 
 def clean_decisions(embeddings: np.ndarray, labels: np.ndarray, subcenter_weights: np.ndarray,
                     threshold_deg: float = DEFAULT_THRESHOLD) -> CleanDecisions:
-    """The cleaning rule of METHODS §6.5 on raw embeddings (N, D), labels (N,) and sub-centres (C, K, D).
+    """The cleaning rule of docs/methods.md §6.5 on raw embeddings (N, D), labels (N,) and sub-centres (C, K, D).
 
     Keep image i of class j iff ``cos(x̂_i, Ŵ_{j,dominant_j}) > cos(threshold_deg)``, computed in float64.
     """

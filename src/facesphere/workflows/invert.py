@@ -1,4 +1,4 @@
-"""Faces synthesised from a frozen recogniser with BatchNorm priors (METHODS §6.7); no generator is trained.
+"""Faces synthesised from a frozen recogniser with BatchNorm priors (docs/methods.md §6.7); no generator is trained.
 
 The unknowns are the input images themselves, ``x ∈ R^{n×3×H×W}`` in the network's normalised input space
 (``(pixel − mean) / std`` in the run's colour order). The network is frozen (``eval()``, ``requires_grad=False``;
@@ -63,7 +63,7 @@ __all__ = [
 #: Identity losses: s·(1 − cos) to the target, the ArcFace loss against the class centres, or both.
 ID_LOSSES = ("cosine", "arcface", "arcface+cosine")
 
-#: The constants chosen for ``facesphere invert`` (METHODS §6.7 marks them [RECOMMENDED]; see docs/invert.md).
+#: The constants chosen for ``facesphere invert`` (docs/methods.md §6.7 marks them [RECOMMENDED]; see docs/invert.md).
 DEFAULTS: dict[str, Any] = {
     "steps": 300,
     "lr": 0.1,
@@ -209,7 +209,7 @@ def embedding_target(embedding: np.ndarray | torch.Tensor, embed_dim: int, *, so
     """Target = an external embedding (D,) or (1, D).
 
     With ``head`` and an ``arcface`` loss the unit embedding is appended to the head's class centres as an extra
-    class (label C) and L_id is the ArcFace loss against all of them (METHODS §6.7); ``cosine``: ``s·(1 − cos)``.
+    class (label C) and L_id is the ArcFace loss against all of them (docs/methods.md §6.7); ``cosine``: ``s·(1 − cos)``.
     """
     if loss not in ID_LOSSES:
         raise InvalidOptionError(f"identity loss must be one of {', '.join(ID_LOSSES)}, got {loss!r}")

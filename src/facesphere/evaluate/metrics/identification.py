@@ -75,7 +75,7 @@ def pool_templates(
     *,
     faceness: Any = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """IJB template features (METHODS §8.3 step 3; arcface_torch ``eval_ijbc.py`` / opensphere).
+    """IJB template features (docs/methods.md §8.3 step 3; arcface_torch ``eval_ijbc.py`` / opensphere).
 
     Image features are optionally multiplied by their detector ``faceness`` score first (mode "D1"); they are
     *not* normalised (mode "N1": the norm acts as a quality weight).  Within each template, images are
@@ -127,7 +127,7 @@ def verification_scores(
     *,
     batch_size: int = 100_000,
 ) -> np.ndarray:
-    """Cosine similarity of every listed template pair (METHODS §8.3 step 4), vectorised in batches.
+    """Cosine similarity of every listed template pair (docs/methods.md §8.3 step 4), vectorised in batches.
 
     ``template_ids`` (T,) and ``template_features`` (T, D) as returned by :func:`pool_templates`; rows are
     L2-normalised here again, so any features give cosines.  ``pairs_t1[i]``, ``pairs_t2[i]`` are template
@@ -192,7 +192,7 @@ def identification_metrics(
     definition: str = "nist",
     batch_size: int | None = None,
 ) -> IdentificationResult:
-    """1:N identification metrics (METHODS §8.4): rank-k accuracy (CMC) and TPIR@FPIR.
+    """1:N identification metrics (docs/methods.md §8.4): rank-k accuracy (CMC) and TPIR@FPIR.
 
     Similarity = cosine (both sides are L2-normalised here).  A probe is *mated* iff its id occurs in
     ``gallery_ids``; a gallery may hold several entries of one subject (the mate score is then the best

@@ -334,7 +334,7 @@ def kfold_accuracy(
     method: str = "exact",
     folds: Any = None,
 ) -> KFoldResult:
-    """LFW-style k-fold verification accuracy (METHODS §8.2).
+    """LFW-style k-fold verification accuracy (docs/methods.md §8.2).
 
     For each fold f the threshold is chosen on the other folds and the accuracy is measured on fold f.
     Folds are contiguous blocks in input order with ``np.array_split`` sizes (LFW: 10 blocks of 600 pairs,

@@ -1,0 +1,10 @@
+"""Deprecated import path: this module moved to :mod:`facesphere.workflows.clean` (docs/architecture.md); the old path
+re-exports it for one release (removed in facesphere 0.3)."""
+
+import warnings
+
+from .workflows.clean import *  # noqa: F401,F403
+from .workflows.clean import __all__  # noqa: F401
+
+warnings.warn("facesphere.cleaning moved to facesphere.workflows.clean; import it from there (the old path goes in facesphere 0.3)",
+              DeprecationWarning, stacklevel=2)

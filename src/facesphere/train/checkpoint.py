@@ -1,0 +1,10 @@
+"""Deprecated import path: this module moved to :mod:`facesphere.run.checkpoint` (docs/architecture.md); the old path
+re-exports it for one release (removed in facesphere 0.3)."""
+
+import warnings
+
+from ..run.checkpoint import *  # noqa: F401,F403
+from ..run.checkpoint import __all__  # noqa: F401
+
+warnings.warn("facesphere.train.checkpoint moved to facesphere.run.checkpoint; import it from there (the old path goes in facesphere 0.3)",
+              DeprecationWarning, stacklevel=2)
