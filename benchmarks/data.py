@@ -1,24 +1,23 @@
-"""Loader throughput: how close does the training DataLoader get to bare JPEG decoding?
+"""Training input throughput: how close does the trainer's input pipeline get to bare JPEG decoding, and what does
+each augmentation cost?
 
-    python benchmarks/data.py --images 2000 --workers 2
+    python benchmarks/data.py --images 2000 --workers 2 [--markdown docs/benchmarks.md]
 
 Builds a temporary set of 112x112 JPEGs (the Glint360K sample in ../shared/data/glint_sample when present, cycled to
-``--images`` files; otherwise synthetic faces-like JPEGs made with Pillow), packs it to RecordIO with ``pack_folder``,
+``--images`` files; otherwise synthetic face-like JPEGs made with Pillow), packs it to RecordIO with ``pack_folder``,
 then measures images per second of:
 
-* ``decode``            -- Pillow decode of the in-memory JPEG bytes to an RGB uint8 array (``decode_image``), in
-  1 process and in ``--workers`` processes (a fork Pool; each process decodes its share of the bytes);
-* ``decode+transform``  -- the same plus the training transform (random flip + normalise to a float32 CHW tensor);
-* ``loader (rec)``      -- ``make_train_loader`` over ``RecordIODataset`` (``--workers`` workers, batch
-  ``--batch-size``, flip + normalise), iterated in the main process;
-* ``loader (folder)``   -- the same over ``ImageFolderDataset``.
+* ``decode`` -- Pillow decode of the in-memory JPEG bytes to an RGB uint8 array (``decode_image``), in 1 process and
+  in ``--workers`` processes (a fork Pool; each process decodes its share of the bytes): the baseline;
+* ``pipeline`` -- the trainer's own input (``facesphere.train.data``: ``build_train_set`` + ``make_loader``, the seeded
+  per-sample augmentations, uint8 batches; ``--workers`` workers, batch ``--batch-size``) over RecordIO and over the
+  image folder, with the default flip only, with each augmentation switched on alone, and with all of them (the FIW
+  recipe's set), iterated in the main process as the training loop does.
 
-The baseline for the loader target (ratio >= 0.85) is ``decode`` in the **same number of processes** as loader
-workers: with W workers the loader may decode W images at a time, so comparing it with a single process would flatter
-it. The loader also reads the files, transforms, collates and ships float32 batches between processes, all of which
-the bare decode does not do. Loader rates are steady state (from the first batch to the last, with persistent
-workers, after a warm-up epoch); the full-epoch rate including the pipeline's start-up is printed beside it. Every
-figure is the median over ``--repeats`` interleaved repeats.
+The baseline for the pipeline target (ratio >= 0.85) is ``decode`` in the **same number of processes** as loader
+workers: with W workers the loader may decode W images at a time. Pipeline rates are over a whole epoch of
+``--images`` images (the trainer starts its workers once per run; their start-up is included, as a run pays it).
+Every figure is the median over ``--repeats`` interleaved repeats.
 """
 
 from __future__ import annotations
@@ -31,19 +30,22 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from facesphere.data.datasets import ImageFolderDataset, RecordIODataset
-from facesphere.data.loader import make_train_loader
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from heads import machine, write_section  # noqa: E402
+
+from facesphere.data.datasets import ImageFolderDataset
 from facesphere.data.image import decode_image
 from facesphere.data.recordio import pack_folder
-from facesphere.data.transforms import build_train_transform
+from facesphere.run.config import load_config
+from facesphere.train.data import build_train_set, make_loader
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GLINT = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "data", "glint_sample", "images"))
@@ -94,21 +96,24 @@ def build_folder(dst: str, n: int, source: str | None, classes: int = 24) -> str
 # ---- measurements -------------------------------------------------------------------------------------------------
 
 _BYTES: list[bytes] = []
-_TRANSFORM = None
+
+#: augmentation settings measured alone and together (the FIW recipe's set is ALL)
+AUGMENTATIONS = {
+    "flip (default)": [],
+    "+ random resized crop (scale 0.8)": ["--data.crop_scale", "0.8"],
+    "+ down-scaling (p 0.2, >= 0.5)": ["--data.down_prob", "0.2"],
+    "+ Gaussian blur (p 0.2)": ["--data.blur_prob", "0.2"],
+    "+ colour jitter (0.3)": ["--data.color_jitter", "0.3"],
+    "+ grayscale (p 0.3)": ["--data.gray_prob", "0.3"],
+}
+ALL = ["--data.crop_scale", "0.8", "--data.down_prob", "0.2", "--data.blur_prob", "0.2", "--data.color_jitter", "0.3",
+       "--data.gray_prob", "0.3"]
 
 
 def _decode_range(bounds: tuple[int, int]) -> int:
     lo, hi = bounds
     for i in range(lo, hi):
         decode_image(_BYTES[i], source="bench")
-    return hi - lo
-
-
-def _decode_transform_range(bounds: tuple[int, int]) -> int:
-    lo, hi = bounds
-    t = _TRANSFORM
-    for i in range(lo, hi):
-        t(decode_image(_BYTES[i], source="bench"))
     return hi - lo
 
 
@@ -160,36 +165,18 @@ def time_pool(pool, fn, n: int, workers: int) -> tuple[float, float]:
     return done / wall, cpu / done * 1e6
 
 
-def time_loader(loader) -> tuple[float, float, float]:
-    """(steady-state images/s from the first batch to the last, full-epoch images/s, CPU us per image)."""
-    iterator = getattr(loader, "_iterator", None)
-    pids = [w.pid for w in getattr(iterator, "_workers", [])]
-    clock = _Clock(pids)
+def time_pipeline(spec: str, extra: list[str], images: int, batch: int, workers: int) -> float:
+    """Images/s of one epoch of the trainer's input pipeline over ``spec``."""
+    config = load_config(None, ["--data.train", spec, "--data.batch_size", str(batch), "--data.num_workers",
+                                str(workers), *extra])
+    train_set = build_train_set(config)
+    steps = len(train_set.samples) // batch
+    loader = make_loader(train_set, config, start=0, total=steps)
     start = time.perf_counter()
-    first_t = None
-    first_n = 0
     n = 0
     for images, labels, num_bad in loader:
         n += int(labels.shape[0])
-        if first_t is None:
-            first_t = time.perf_counter()
-            first_n = n
-    end = time.perf_counter()
-    _, cpu = clock.stop()
-    steady = (n - first_n) / (end - first_t) if first_t is not None and end > first_t else float("nan")
-    return steady, n / (end - start), cpu / max(n, 1) * 1e6
-
-
-def machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        for line in out.splitlines():
-            if line.lower().startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} logical cores"
+    return n / (time.perf_counter() - start)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,36 +188,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--source", default=GLINT, help="folder of <identity>/*.jpg to copy (default: the Glint sample)")
     ap.add_argument("--synthetic", action="store_true", help="synthesize JPEGs even if the Glint sample is present")
     ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--markdown", default=None, help="also write the table into this markdown file's data section")
     args = ap.parse_args(argv)
 
-    global _BYTES, _TRANSFORM
+    global _BYTES
     torch.set_num_threads(1)
     tmp = tempfile.mkdtemp(prefix="facesphere-bench-data-")
     try:
         folder = os.path.join(tmp, "images")
         what = build_folder(folder, args.images, None if args.synthetic else args.source)
-        pack_folder(folder, os.path.join(tmp, "rec", "train"), progress=False)
-        rec_ds = RecordIODataset(os.path.join(tmp, "rec", "train"), transform=build_train_transform())
-        folder_ds = ImageFolderDataset(folder, transform=build_train_transform())
-        _BYTES = [open(p, "rb").read() for p in folder_ds.paths]
-        _TRANSFORM = build_train_transform()
+        rec_prefix = os.path.join(tmp, "rec", "train")
+        pack_folder(folder, rec_prefix, progress=False)
+        _BYTES = [open(p, "rb").read() for p in ImageFolderDataset(folder).paths]
         n = len(_BYTES)
         w = args.workers
         mean_kb = sum(map(len, _BYTES)) / n / 1024
-
-        rec_prefix = os.path.join(tmp, "rec", "train")
-
-        def loader(ds, where="main"):
-            return make_train_loader(ds, args.batch_size, num_workers=w, drop_last=False, seed=0, normalize_in=where)
-
-        loaders = {
-            "rec": loader(rec_ds),
-            "folder": loader(folder_ds),
-            "rec_worker": loader(RecordIODataset(rec_prefix, transform=build_train_transform()), "worker"),
-            "rec_u8": loader(RecordIODataset(rec_prefix, transform=build_train_transform()), "none"),
-        }
-        for loader in loaders.values():  # warm-up: start the persistent workers, fill the page cache
-            time_loader(loader)
+        pipelines = {"rec " + name: (f"rec:{rec_prefix}", extra) for name, extra in AUGMENTATIONS.items()}
+        pipelines["folder flip (default)"] = (f"folder:{folder}", [])
+        pipelines["rec all of the above"] = (f"rec:{rec_prefix}", ALL)
         ctx = multiprocessing.get_context("fork")
         results: dict[str, list[float]] = {}
 
@@ -238,68 +213,51 @@ def main(argv: list[str] | None = None) -> int:
             results.setdefault(key, []).append(value)
 
         load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        time_pipeline(*pipelines["rec flip (default)"], n, args.batch_size, w)  # warm the page cache
         with ctx.Pool(w) as pool:
             pool.map(_decode_range, _split(min(n, 64 * w), w))  # warm the pool
             for _ in range(args.repeats):
-                for key, (rate, cpu) in (
-                    ("decode_1", time_inline(_decode_range, n)),
-                    ("decode_tf_1", time_inline(_decode_transform_range, n)),
-                    ("decode_w", time_pool(pool, _decode_range, n, w)),
-                    ("decode_tf_w", time_pool(pool, _decode_transform_range, n, w)),
-                ):
+                for key, (rate, cpu) in (("decode_1", time_inline(_decode_range, n)),
+                                         ("decode_w", time_pool(pool, _decode_range, n, w))):
                     add(key, rate)
                     add(f"{key}_cpu", cpu)
-                for name, loader in loaders.items():
-                    steady, full, cpu = time_loader(loader)
-                    add(f"loader_{name}", steady)
-                    add(f"loader_{name}_full", full)
-                    add(f"loader_{name}_cpu", cpu)
+                for name, (spec, extra) in pipelines.items():
+                    add(name, time_pipeline(spec, extra, n, args.batch_size, w))
         load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         med = {k: statistics.median(v) for k, v in results.items()}
         base = med["decode_w"]
-
-        rows = [
-            ("decode, 1 process", "decode_1", False),
-            ("decode + flip + normalise, 1 process", "decode_tf_1", False),
-            (f"decode, {w} processes (baseline)", "decode_w", False),
-            (f"decode + flip + normalise, {w} processes", "decode_tf_w", False),
-            (f"loader from RecordIO, {w} workers (default)", "loader_rec", True),
-            (f"loader from folder, {w} workers (default)", "loader_folder", True),
-            (f"loader from RecordIO, {w} workers, normalise in the workers", "loader_rec_worker", True),
-            (f"loader from RecordIO, {w} workers, uint8 batches (normalise on the GPU)", "loader_rec_u8", True),
-        ]
-        base_cpu = med["decode_w_cpu"]
+        rows = [("decode, 1 process", "decode_1"), (f"decode, {w} processes (baseline)", "decode_w")]
+        rows += [(f"pipeline from RecordIO, {w} workers, {name[4:]}", name) for name in pipelines if
+                 name.startswith("rec ")]
+        rows.insert(3, (f"pipeline from folder, {w} workers, flip (default)", "folder flip (default)"))
         lines = [
             f"machine: {machine()}; torch {torch.__version__}, {platform.python_implementation()} "
             f"{platform.python_version()}",
-            f"data: {n} images, {what}, mean {mean_kb:.1f} KiB; batch {args.batch_size}; "
-            f"medians of {args.repeats} repeats; 1-min load average {load_start:.2f} -> {load_end:.2f}",
+            f"data: {n} images, {what}, mean {mean_kb:.1f} KiB; batch {args.batch_size}; medians of {args.repeats} "
+            f"repeats; 1-min load average {load_start:.2f} -> {load_end:.2f}",
             "",
-            "| measurement | images/s | full epoch images/s | ratio to baseline | CPU us/image | CPU ratio |",
-            "|---|---:|---:|---:|---:|---:|",
+            "| measurement | images/s | ratio to baseline |",
+            "|---|---:|---:|",
         ]
-        for name, key, is_loader in rows:
-            rate, cpu = med[key], med[f"{key}_cpu"]
-            full_s = f"{med[key + '_full']:,.0f}" if is_loader else ""
-            lines.append(
-                f"| {name} | {rate:,.0f} | {full_s} | {rate / base:.2f} | {cpu:,.0f} | {base_cpu / cpu:.2f} |"
-            )
+        for name, key in rows:
+            lines.append(f"| {name} | {med[key]:,.0f} | {med[key] / base:.2f} |")
         lines.append("")
-        ratio_rec = med["loader_rec"] / base
-        ratio_folder = med["loader_folder"] / base
+        ratio_rec = med["rec flip (default)"] / base
+        ratio_folder = med["folder flip (default)"] / base
         verdict = "meets" if min(ratio_rec, ratio_folder) >= 0.85 else "misses"
         lines.append(
-            f"loader/raw-decode throughput ratio (same process count): RecordIO {ratio_rec:.2f}, folder "
-            f"{ratio_folder:.2f} -> {verdict} the 0.85 target (normalising in the workers: "
-            f"{med['loader_rec_worker'] / base:.2f}; uint8 batches: {med['loader_rec_u8'] / base:.2f}). CPU ratio = "
-            f"baseline CPU per image / this CPU per image (all processes; less sensitive to other load): RecordIO "
-            f"{base_cpu / med['loader_rec_cpu']:.2f}, folder {base_cpu / med['loader_folder_cpu']:.2f}"
+            f"pipeline/raw-decode throughput ratio (same process count, flip only): RecordIO {ratio_rec:.2f}, folder "
+            f"{ratio_folder:.2f} -> {verdict} the 0.85 target; with every augmentation on: "
+            f"{med['rec all of the above'] / base:.2f}"
         )
-        print("\n".join(lines))
+        table = "\n".join(lines)
+        print(table)
+        if args.markdown:
+            write_section(Path(args.markdown), "data", table)
         if args.json:
             with open(args.json, "w") as f:
-                payload = {"medians": med, "all": results, "images": n, "workers": w, "machine": machine()}
-                json.dump(payload, f, indent=2)
+                json.dump({"medians": med, "all": results, "images": n, "workers": w, "machine": machine()}, f,
+                          indent=2)
         return 0
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -33,7 +33,6 @@ from .infer.recognizer import FaceRecognizer
 from .run import load_config, load_run
 from .version import __version__
 
-
 __all__ = [
     "__version__",
     "build_head",

@@ -27,10 +27,10 @@ def test_dotted_overrides_are_typed():
     config = load_config(None, ["--head.name", "arcface", "--head.m", "0.45", "--optim.lr=0.05",
                                 "--train.steps", "7", "--data.val", "[synthetic, bin:x.bin]",
                                 "--model.batchnorm", "true"])
-    assert config.head.name == "arcface" and config.head.options == {"m": 0.45}
+    assert config.head.name == "arcface" and config.head.options["m"] == 0.45
     assert config.optim.lr == 0.05 and config.train.steps == 7
     assert config.data.val == ["synthetic", "bin:x.bin"]
-    assert config.model.options == {"batchnorm": True, "channels": (16, 32, 64, 128)}
+    assert config.model.options["batchnorm"] is True and config.model.options["channels"] == (16, 32, 64, 128)
 
 
 def test_integer_head_option_becomes_float_and_tuple_options():
@@ -90,3 +90,25 @@ def test_shipped_recipes_parse(path):
     config = load_config(path)
     assert isinstance(config, Config)
     assert config.train.steps > 1000  # a real paper schedule, not a toy
+
+
+def test_resolved_config_spells_out_every_head_and_backbone_option(tmp_path):
+    config = load_config(None, ["--head.name", "arcface", "--head.m", "0.45"])
+    assert config.head.options == {"s": 64.0, "m": 0.45, "variant": "clamped", "weight_norm": "graph",
+                                   "gradient": "detached"}
+    assert set(config.model.options) == {"batchnorm", "input_size", "activation", "channels"}
+    # defaults that depend on other options are recorded as the head will use them
+    nfn = load_config(None, ["--head.feature_norm", "none"])
+    assert nfn.head.options["loss_weight"] == 1.0 and nfn.head.options["feature_norm"] == "none"
+    save_config(config, tmp_path / "config.yaml")
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert saved["head"]["options"]["m"] == 0.45 and saved["head"]["options"]["variant"] == "clamped"
+    assert config_from_dict(saved).head.options == config.head.options
+
+
+def test_a_run_config_written_before_options_were_spelled_out_still_loads():
+    old = {"head": {"name": "sphereface_r", "options": {"t": 0.02, "feature_norm": "soft"}},
+           "model": {"backbone": "sfnet4", "options": {}}}
+    config = config_from_dict(old)
+    assert config.head.options["norm_penalty"] == 0.02 and "t" not in config.head.options
+    assert config.model.options["activation"] == "relu"  # the backbone's own default, now written down

@@ -56,7 +56,10 @@ def _final_weights(run: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_is_bit_for_bit(tmp_path, tiny_overrides):
     common = tiny_overrides + ["--train.steps", "10", "--train.checkpoint_every", "2", "--data.val", "[]",
-                               "--train.keep_checkpoints", "10"]
+                               "--train.keep_checkpoints", "10",
+                               # every augmentation on: their per-sample seeding must survive the kill too
+                               "--data.crop_scale", "0.8", "--data.color_jitter", "0.2", "--data.gray_prob", "0.3",
+                               "--data.down_prob", "0.3", "--data.blur_prob", "0.2"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     reference = tmp_path / "reference"
     subprocess.run(_cli(["--out", str(reference), *common]), check=True, env=env, capture_output=True, timeout=300)

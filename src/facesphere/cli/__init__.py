@@ -13,8 +13,8 @@ import argparse
 import sys
 from typing import Callable, Sequence
 
-from ..version import __version__
 from ..errors import FaceSphereError
+from ..version import __version__
 from . import data, evaluate, gallery, infer, tools, train
 
 #: the command groups, in the order ``facesphere --help`` lists them

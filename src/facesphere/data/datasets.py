@@ -1,32 +1,25 @@
 """Training datasets (folder, list file, RecordIO) and the bad-sample markers of a batch.
 
-Every dataset is a map-style :class:`torch.utils.data.Dataset` whose items are ``(image, label)``: ``image`` a
-``float32`` tensor ``(3, H, W)`` (the ``transform``'s output; by default :func:`build_eval_transform`, i.e.
-``(x - 127.5) / 127.5`` in RGB order) and ``label`` an ``int`` class id in ``[0, num_classes)``. Each dataset also
+Every dataset is a map-style :class:`torch.utils.data.Dataset` whose items are ``(image, label)``: ``image`` the
+decoded ``uint8`` ``(H, W, 3)`` RGB array and ``label`` an ``int`` class id in ``[0, num_classes)``
+(:meth:`FaceDataset.load_array`; the trainer augments and normalises, :mod:`facesphere.train.data`). Each dataset also
 exposes ``labels`` (``np.int64``, one per item), ``num_classes``, ``classes`` (class names, index = id) and
 ``source(i)`` (the file or record an item comes from, as named in error messages).
 
 Bad samples
 -----------
 A bad image (corrupt, truncated, wrong size, missing file, broken record) raises :class:`~facesphere.errors.DataError`
-from ``dataset[i]``. :class:`SkipBadSamples` wraps a dataset with a policy:
-
-* ``"fail"``: re-raise (the run stops, naming the file);
-* ``"skip"``: log one warning per bad file (per process) and return a :class:`BadSample` marker instead of the item.
-
-:func:`collate_skip_bad` drops the markers when a batch is assembled and returns ``(images, labels, num_bad)``, so the
-count travels with the batch from whichever DataLoader worker met the bad file to the main process: no shared
-memory, exact with any number of workers. :class:`FaceDataLoader` (what :func:`make_train_loader` returns) adds the
-counts up (``loader.num_bad``, ``loader.num_samples``) and raises a clean :class:`DataError` when more than
-``max_bad_fraction`` of the dataset turns out bad within one epoch -- a run survives a few bad JPEGs, not a broken
-dataset. A batch can therefore hold fewer than ``batch_size`` items (even none: check ``labels.numel()``).
+from ``load_array``. The trainer turns it into a :class:`BadSample` marker (policy ``skip``) that
+:func:`collate_skip_bad` drops when a batch is assembled, returning ``(images, labels, num_bad)`` so the count travels
+with the batch from whichever DataLoader worker met the bad file; a batch can therefore hold fewer than ``batch_size``
+items (even none: check ``labels.numel()``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -39,7 +32,6 @@ from ..errors import DataError
 from .image import decode_image, is_image_file, read_image_bytes
 from .recordio import RecordIOFaceSet
 from .specs import TRAIN_KINDS, parse_data_spec
-from .transforms import build_eval_transform
 
 __all__ = [
     "FaceDataset",
@@ -56,7 +48,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Transform = Callable[[np.ndarray], Any]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -64,13 +55,12 @@ Transform = Callable[[np.ndarray], Any]
 
 
 class FaceDataset(Dataset):
-    """Common behaviour: decode the encoded bytes of item ``i`` (:meth:`_load`) and apply ``transform``."""
+    """Common behaviour: decode the encoded bytes of item ``i`` (:meth:`_load`) into a uint8 RGB array."""
 
     labels: np.ndarray
     classes: list[str]
 
-    def __init__(self, transform: Transform | None = None, expected_size: tuple[int, int] | None = None):
-        self.transform: Transform = transform if transform is not None else build_eval_transform()
+    def __init__(self, expected_size: tuple[int, int] | None = None):
         self.expected_size = None if expected_size is None else (int(expected_size[0]), int(expected_size[1]))
 
     @property
@@ -97,13 +87,12 @@ class FaceDataset(Dataset):
         return i
 
     def load_array(self, index: int) -> tuple[np.ndarray, int]:
-        """The decoded ``uint8 (H, W, 3)`` RGB image and label of item ``index`` (no transform)."""
+        """The decoded ``uint8 (H, W, 3)`` RGB image and label of item ``index``."""
         data, label, source = self._load(self._check_index(index))
         return decode_image(data, source=source, expected_size=self.expected_size), label
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        arr, label = self.load_array(index)
-        return self.transform(arr), label
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        return self.load_array(index)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -169,10 +158,9 @@ class ImageFolderDataset(FaceDataset):
     def __init__(
         self,
         root: str | os.PathLike[str],
-        transform: Transform | None = None,
         expected_size: tuple[int, int] | None = None,
     ):
-        super().__init__(transform, expected_size)
+        super().__init__(expected_size)
         self.root = os.fspath(root)
         self.classes, self.paths, self.labels, empty = scan_image_folder(self.root)
         if empty:
@@ -324,10 +312,9 @@ class ListFileDataset(FaceDataset):
         self,
         list_file: str | os.PathLike[str],
         root: str | os.PathLike[str] | None = None,
-        transform: Transform | None = None,
         expected_size: tuple[int, int] | None = None,
     ):
-        super().__init__(transform, expected_size)
+        super().__init__(expected_size)
         self.list_file = os.fspath(list_file)
         parsed = parse_list_file(self.list_file, root)
         if not parsed.paths:
@@ -372,10 +359,9 @@ class RecordIODataset(FaceDataset):
     def __init__(
         self,
         prefix_or_rec: str | os.PathLike[str],
-        transform: Transform | None = None,
         expected_size: tuple[int, int] | None = None,
     ):
-        super().__init__(transform, expected_size)
+        super().__init__(expected_size)
         self.faceset = RecordIOFaceSet(prefix_or_rec)
         self.rec_path: str = self.faceset.rec_path
         self._num_classes = int(self.faceset.num_classes)
@@ -467,7 +453,6 @@ def collate_skip_bad(batch: Sequence[Any]) -> Batch:
 def build_dataset(
     spec: str | os.PathLike[str],
     *,
-    transform: Transform | None = None,
     expected_size: tuple[int, int] | None = None,
     root: str | os.PathLike[str] | None = None,
 ) -> FaceDataset:
@@ -478,7 +463,7 @@ def build_dataset(
     parsed = parse_data_spec(spec, TRAIN_KINDS, check_exists=False)
     path = str(parsed.path)
     if parsed.kind == "folder":
-        return ImageFolderDataset(path, transform=transform, expected_size=expected_size)
+        return ImageFolderDataset(path, expected_size=expected_size)
     if parsed.kind == "list":
-        return ListFileDataset(path, root=root, transform=transform, expected_size=expected_size)
-    return RecordIODataset(path, transform=transform, expected_size=expected_size)
+        return ListFileDataset(path, root=root, expected_size=expected_size)
+    return RecordIODataset(path, expected_size=expected_size)

@@ -166,6 +166,22 @@ def resolve_aliases(name: str, options: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _merged(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    spec = HEADS[name]
+    options = resolve_aliases(name, options)
+    check_options("head", name, options, spec.options)
+    merged: dict[str, Any] = {**spec.fixed, **spec.options, **options}
+    return spec.resolve(merged, options) if spec.resolve is not None else merged
+
+
+def resolved_options(name: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every option of head ``name`` with the value a head built with ``options`` uses (published defaults and the
+    defaults that depend on other options filled in): what a run's config records, so that it rebuilds the same
+    head even after a default changes."""
+    merged = _merged(name, dict(options or {}))
+    return {key: merged[key] for key in HEADS[name].options}
+
+
 def build_head(name: str, embed_dim: int = 512, num_classes: int = 1000, **options: Any) -> MarginHead:
     """Build head ``name`` with its published defaults overridden by ``options``.
 
@@ -174,11 +190,7 @@ def build_head(name: str, embed_dim: int = 512, num_classes: int = 1000, **optio
     Unknown names or options raise :class:`facesphere.UnknownNameError` listing the valid ones.
     """
     spec = HEADS[name]
-    options = resolve_aliases(name, options)
-    check_options("head", name, options, spec.options)
-    merged: dict[str, Any] = {**spec.fixed, **spec.options, **options}
-    if spec.resolve is not None:
-        merged = spec.resolve(merged, options)
+    merged = _merged(name, options)
     margin_fields = {f.name for f in dataclasses.fields(spec.margin)}
     objective_fields = {f.name for f in dataclasses.fields(spec.objective)}
     margin_kwargs = {k: v for k, v in merged.items() if k in margin_fields}
@@ -190,4 +202,4 @@ def build_head(name: str, embed_dim: int = 512, num_classes: int = 1000, **optio
 
 
 __all__ = ["HEADS", "HeadSpec", "HeadOutput", "MarginHead", "Margin", "Objective", "build_head", "list_heads",
-           "head_options", "resolve_aliases"]
+           "head_options", "resolve_aliases", "resolved_options"]

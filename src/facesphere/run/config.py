@@ -19,9 +19,10 @@ from typing import Any
 import yaml
 
 from ..backbones import BACKBONES, backbone_options
-from ..errors import ConfigError, UnknownNameError
+from ..data.transforms import Augmentation
+from ..errors import ConfigError, InvalidOptionError, UnknownNameError
 from ..files import atomic_write_text
-from ..heads import HEADS, head_options, resolve_aliases
+from ..heads import HEADS, head_options, resolve_aliases, resolved_options
 
 
 @dataclass
@@ -29,11 +30,19 @@ class DataConfig:
     """What to train and validate on.
 
     ``train``: ``synthetic`` (built-in identities, the default) or a dataset spec: ``folder:DIR``, ``list:FILE``,
-    ``rec:PREFIX`` or a bare path (auto-detected). ``val``: verification sets checked during training:
-    ``synthetic``, ``bin:FILE.bin``, ``lfw:DIR`` (pairs.txt + images), ``pairs:FILE`` (OpenSphere list).
+    ``rec:PREFIX`` or a bare path (auto-detected). ``exclude``: files listing identity (class) names to leave out of
+    the training set, one per line (e.g. ``facesphere data overlap``'s ``overlap.txt``, ``facesphere data split``'s
+    held-out identities). ``val``: verification sets checked during training: ``synthetic``, ``bin:FILE.bin``,
+    ``lfw:DIR`` (pairs.txt + images), ``pairs:FILE`` (OpenSphere list).
+
+    Augmentations (docs/data.md; all off by default except the flip, seeded per sample so resume is exact):
+    ``flip``, ``crop_scale`` (random resized crop, min area fraction; 1 = off), ``down_prob`` / ``down_min``
+    (down-scale and back), ``blur_prob`` / ``blur_sigma`` (Gaussian blur), ``color_jitter`` (brightness / contrast /
+    saturation strength), ``gray_prob`` (grayscale).
     """
 
     train: str = "synthetic"
+    exclude: list[str] = field(default_factory=list)
     val: list[str] = field(default_factory=lambda: ["synthetic"])
     synthetic_identities: int = 300
     synthetic_images_per_identity: int = 24
@@ -47,6 +56,13 @@ class DataConfig:
     batch_size: int = 64
     num_workers: int = 2
     flip: bool = True
+    crop_scale: float = 1.0
+    down_prob: float = 0.0
+    down_min: float = 0.5
+    blur_prob: float = 0.0
+    blur_sigma: float = 1.5
+    color_jitter: float = 0.0
+    gray_prob: float = 0.0
     color: str = "rgb"
     pixel_mean: float = 127.5
     pixel_std: float = 127.5
@@ -323,6 +339,13 @@ def validate(config: Config) -> Config:
     _check_registry_options("head", config.head.name, config.head.options, head_options(config.head.name), HeadConfig)
     _check_registry_options("model", config.model.backbone, config.model.options,
                             backbone_options(config.model.backbone), ModelConfig)
+    # spell every option out (published defaults included): the saved config rebuilds the same model later
+    config.head.options = resolved_options(config.head.name, config.head.options)
+    config.model.options = {**backbone_options(config.model.backbone), **config.model.options}
+    try:
+        Augmentation.from_config(config.data)
+    except InvalidOptionError as error:
+        raise ConfigError(str(error)) from None
     if len(config.data.image_size) != 2:
         raise ConfigError(f"data.image_size must be [H, W], got {config.data.image_size}")
     positive = [("data.batch_size", config.data.batch_size), ("train.steps", config.train.steps),

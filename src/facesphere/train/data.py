@@ -4,17 +4,23 @@ uninterrupted run sees.
 
 * :class:`StepBatchSampler` yields, for micro-batch t (counted over the whole run), the keys ``(epoch, index)`` of
   this rank's slice of global batch t: epoch = t // batches_per_epoch, a permutation seeded by (seed, epoch).
-* :class:`TrainSamples` maps a key to ``(image (3, H, W) uint8, label)``: it loads the uint8 image and flips it with
-  probability 1/2 using ``numpy.random.default_rng([seed, epoch, index])``. Batches travel from the workers as uint8
-  (4x less inter-process traffic than float32) and the loop normalises them on the training device. A sample that cannot be
-  loaded becomes a :class:`~facesphere.data.datasets.BadSample` (policy ``skip``) that the collate function drops
-  and the loop counts, or raises (policy ``fail``).
+* :class:`TrainSamples` maps a key to ``(image (3, H, W) uint8, label)``: it loads the uint8 image and augments it
+  (:class:`~facesphere.data.transforms.Augmentation`: flip, crop, down-scale, blur, colour jitter, grayscale, as the
+  config says) with ``numpy.random.default_rng([seed, epoch, index])``. Batches travel from the workers as uint8
+  (4x less inter-process traffic than float32) and the loop normalises them on the training device. A sample that
+  cannot be loaded becomes a :class:`~facesphere.data.datasets.BadSample` (policy ``skip``) that the collate
+  function drops and the loop counts, or raises (policy ``fail``).
+* :func:`build_train_set` opens the configured data and leaves out the identities listed in ``data.exclude`` (labels
+  renumbered densely, in the original order).
+
+This is facesphere's one training input pipeline (``benchmarks/data.py`` measures it).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -22,7 +28,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..data.datasets import BadSample, build_dataset, collate_skip_bad
-from ..data.synthetic import SyntheticConfig, SyntheticFaceDataset
+from ..data.synthetic import SyntheticConfig, SyntheticFaceDataset, identity_name
+from ..data.transforms import Augmentation
 from ..errors import DataError
 from ..run.config import Config
 
@@ -63,12 +70,14 @@ class StepBatchSampler(Sampler):
 
 
 class TrainSamples(Dataset):
-    """``(epoch, index) -> (image (3, H, W) uint8, label)`` with per-sample seeded flips (see :func:`normalize`)."""
+    """``(epoch, index) -> (image (3, H, W) uint8, label)`` with per-sample seeded augmentations (see
+    :func:`normalize`)."""
 
-    def __init__(self, load: LoadFn, num_items: int, *, seed: int, flip: bool, color: str = "rgb",
-                 policy: str = "skip", describe: Callable[[int], str] | None = None) -> None:
+    def __init__(self, load: LoadFn, num_items: int, *, seed: int, augmentation: Augmentation | None = None,
+                 color: str = "rgb", policy: str = "skip", describe: Callable[[int], str] | None = None) -> None:
         self.load, self.num_items = load, num_items
-        self.seed, self.flip, self.color, self.policy = seed, flip, color, policy
+        self.seed, self.color, self.policy = seed, color, policy
+        self.augmentation = augmentation if augmentation is not None else Augmentation()
         self.describe = describe
 
     def __len__(self) -> int:
@@ -84,11 +93,10 @@ class TrainSamples(Dataset):
             logger.warning("skipping bad sample %d: %s", index, error)
             source = self.describe(index) if self.describe else f"item {index}"
             return BadSample(index, source, str(error))
-        if self.flip and np.random.default_rng([self.seed, epoch, index]).random() < 0.5:
-            image = image[:, ::-1]
+        image = self.augmentation(image, np.random.default_rng([self.seed, epoch, index]))
         if self.color == "bgr":
             image = image[:, :, ::-1]
-        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous(), int(label)
+        return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), int(label)
 
 
 def normalize(images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
@@ -106,6 +114,28 @@ class _SyntheticLoad:
         return self.dataset.image(index), int(self.dataset.labels[index])
 
 
+class _Subset:
+    """index -> (uint8 image, new label) of the kept items of another load function (picklable)."""
+
+    def __init__(self, load: LoadFn, items: np.ndarray, labels: np.ndarray) -> None:
+        self.base, self.items, self.labels = load, items, labels
+
+    def __call__(self, index: int) -> tuple[np.ndarray, int]:
+        image, _ = self.base(int(self.items[index]))
+        return image, int(self.labels[index])
+
+
+class _DescribeSubset:
+    """index of a subset -> the source of the item it stands for (picklable)."""
+
+    def __init__(self, describe: Callable[[int], str] | None, items: np.ndarray) -> None:
+        self.describe, self.items = describe, items
+
+    def __call__(self, index: int) -> str:
+        item = int(self.items[index])
+        return self.describe(item) if self.describe else f"item {item}"
+
+
 @dataclass
 class TrainSet:
     samples: TrainSamples
@@ -114,8 +144,21 @@ class TrainSet:
     description: str
 
 
+def read_identity_list(path: str | Path) -> list[str]:
+    """Identity names, one per line (blank lines and ``#`` comments ignored); errors name the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{path}: identity list not found (data.exclude)") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: cannot read the identity list ({error})") from None
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
 def build_train_set(config: Config) -> TrainSet:
-    """The configured training data as a :class:`TrainSet` (synthetic identities or a dataset spec)."""
+    """The configured training data as a :class:`TrainSet` (synthetic identities or a dataset spec), without the
+    identities ``data.exclude`` lists."""
     data = config.data
     size = tuple(data.image_size)
     if data.train == "synthetic":
@@ -125,18 +168,37 @@ def build_train_set(config: Config) -> TrainSet:
             identity_spread=data.synthetic_identity_spread, label_noise=data.synthetic_label_noise,
             image_size=size[0],
         ))
-        load = _SyntheticLoad(dataset)
+        load: LoadFn = _SyntheticLoad(dataset)
         description = (f"synthetic: {data.synthetic_identities} identities x {data.synthetic_images_per_identity} "
                        f"images (difficulty {data.synthetic_difficulty})")
         describe = None
+        classes = [identity_name(c, dataset.num_classes) for c in range(dataset.num_classes)]
     else:
         dataset = build_dataset(data.train, expected_size=size)
         load = dataset.load_array
         description = f"{data.train}: {len(dataset)} images, {dataset.num_classes} classes"
         describe = dataset.source
-    samples = TrainSamples(load, len(dataset), seed=config.train.seed, flip=data.flip, color=data.color,
-                           policy=data.bad_samples, describe=describe)
-    return TrainSet(samples, int(dataset.num_classes), np.asarray(dataset.labels), description)
+        classes = list(dataset.classes)
+    labels = np.asarray(dataset.labels, dtype=np.int64)
+    num_classes = int(dataset.num_classes)
+    if data.exclude:
+        names = {name for file in data.exclude for name in read_identity_list(file)}
+        drop = np.array([c in names for c in classes], dtype=bool)
+        items = np.flatnonzero(~drop[labels])
+        if items.size == 0:
+            raise DataError(f"data.exclude ({', '.join(data.exclude)}) leaves no training image")
+        unknown = sorted(names - set(classes))
+        if unknown:
+            logger.warning("data.exclude: %d listed identities are not in the training set (e.g. %s)",
+                           len(unknown), unknown[0])
+        new_id = np.cumsum(~drop) - 1
+        kept_labels = new_id[labels[items]].astype(np.int64)
+        description += f"; {int(drop.sum())} identities ({labels.size - items.size} images) excluded"
+        load, describe = _Subset(load, items, kept_labels), _DescribeSubset(describe, items)
+        labels, num_classes = kept_labels, int((~drop).sum())
+    samples = TrainSamples(load, len(labels), seed=config.train.seed, augmentation=Augmentation.from_config(data),
+                           color=data.color, policy=data.bad_samples, describe=describe)
+    return TrainSet(samples, num_classes, labels, description)
 
 
 def make_loader(train_set: TrainSet, config: Config, start: int, total: int, rank: int = 0,

@@ -39,7 +39,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data.image import read_image
-from ..data.transforms import Resize
+from ..data.transforms import resize
 from ..errors import DataError, InvalidOptionError
 from ..run.directory import load_run
 
@@ -471,7 +471,7 @@ def synthesize(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str],
 
         reference = read_image(image)
         if reference.shape[:2] != size:
-            reference = np.asarray(Resize(size)(reference))
+            reference = resize(reference, size)
         target = image_target(backbone, reference, mean=data.pixel_mean, std=data.pixel_std, color=data.color,
                               source=str(image), head=head, loss=id_loss)
     result = invert(backbone, target, input_size=size, mean=data.pixel_mean, std=data.pixel_std, color=data.color,
