@@ -63,3 +63,26 @@ def pad_image(image: np.ndarray, margin: int) -> np.ndarray:
     out = np.zeros((image.shape[0] + 2 * margin, image.shape[1] + 2 * margin, 3), np.uint8)
     out[margin:margin + image.shape[0], margin:margin + image.shape[1]] = image
     return out
+
+
+#: LFW people whose first photos make the group photo of :func:`group_photo` (one face each, central crop)
+GROUP_PEOPLE = ("Aaron_Peirsol", "Aaron_Sorkin", "Abdullah_Gul", "Adrien_Brody", "Ali_Naimi", "Abdoulaye_Wade")
+
+
+def group_photo(people: tuple[str, ...] = GROUP_PEOPLE) -> np.ndarray:
+    """A group photo: the middle of each person's first LFW photo (150x130, one face) pasted on a grey canvas, three
+    to a row (uint8 RGB). Skips the test when the shared LFW copy is absent."""
+    lfw = DATA / "lfw" / "images"
+    require(lfw)
+    crops = []
+    for name in people:
+        photos = sorted((lfw / name).glob("*.jpg"))
+        if not photos:
+            pytest.skip(f"{lfw / name} not present")
+        crops.append(read_image(photos[0])[50:200, 60:190])
+    rows = -(-len(crops) // 3)
+    canvas = np.full((30 + 200 * rows, 760, 3), 200, np.uint8)
+    for number, crop in enumerate(crops):
+        row, column = divmod(number, 3)
+        canvas[30 + 200 * row:180 + 200 * row, 30 + 250 * column:160 + 250 * column] = crop
+    return canvas

@@ -19,6 +19,7 @@ from .errors import (
     ConfigError,
     DataError,
     FaceSphereError,
+    FaceSphereWarning,
     GalleryLockedError,
     InvalidOptionError,
     NoFaceError,
@@ -55,4 +56,5 @@ __all__ = [
     "CheckpointError",
     "TrainingError",
     "GalleryLockedError",
+    "FaceSphereWarning",
 ]

@@ -55,7 +55,12 @@ class GalleryLockedError(FaceSphereError):
     """Another process held the gallery's writer lock for longer than ``lock_timeout``."""
 
 
+class FaceSphereWarning(UserWarning):
+    """Something a user should know that does not stop the work (faces not found and replaced in an evaluation,
+    a cleaning threshold that drops much of a set, an uncalibrated decision threshold)."""
+
+
 __all__ = [
     "FaceSphereError", "UnknownNameError", "InvalidOptionError", "ConfigError", "DataError", "UnsafePickleError",
-    "NoFaceError", "OutputError", "CheckpointError", "TrainingError", "GalleryLockedError",
+    "NoFaceError", "OutputError", "CheckpointError", "TrainingError", "GalleryLockedError", "FaceSphereWarning",
 ]

@@ -62,7 +62,7 @@ def test_gallery_add_search_survives_restart(tiny_run, crops, tmp_path, capsys):
     assert "4 entries, 2 identities" in capsys.readouterr().out
     query = sorted(crops.glob("id1/*.png"))[0]
     assert main(["gallery", "search", str(gallery), str(query), "--model", str(tiny_run), "-k", "2", "--json"]) == 0
-    (result,) = json.loads(capsys.readouterr().out)
+    (result,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]  # one JSON line per probe
     assert result["matches"][0]["identity"] == "id1"
     assert result["matches"][0]["score"] == pytest.approx(1.0, abs=1e-4)
     assert [m["identity"] for m in result["matches"]] == ["id1", "id0"]

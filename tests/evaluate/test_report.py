@@ -43,7 +43,8 @@ def test_table_lists_every_dataset_and_metric():
     assert f"{100 * results['datasets']['lfw']['tar_at_far']['1e-02']:.2f}" in lfw
     ijb = next(line for line in lines if line.startswith("IJBC"))
     assert "—" in ijb  # no 10-fold accuracy for IJB
-    assert "TAR@1e-03" in text and "TAR@1e-04" not in text  # ~1,400 impostors: 1e-4 undefined
+    assert "TAR@FAR=0.1%" in text and "TAR@FAR=0.01%" not in text  # ~1,400 impostors: 1e-4 undefined
+    assert "all rates in %" in lines[0]  # one unit per table, said in its first line
     people = next(line for line in lines if line.startswith("people "))
     assert "50.00" in people and "25.00" in people and "nist" in people
     assert any("leave-one-in" in line and "12.50" in line for line in lines)

@@ -12,7 +12,7 @@ from PIL import Image
 from facesphere.cli import main
 from facesphere.data.align import ARCFACE_112x112, SPHEREFACE_112x96
 from facesphere.errors import DataError, InvalidOptionError
-from facesphere.infer.align_folder import align_folder, read_landmarks_file
+from facesphere.infer.align_folder import DROPPED_NAME, align_folder, read_landmarks_file
 from facesphere.infer.detectors import Detection
 from tests.helpers import DATA, MODELS
 
@@ -78,7 +78,9 @@ def test_align_with_a_landmarks_file(photo_tree, tmp_path):
     assert "cannot decode" in report.unreadable[0]["error"]
     assert report.not_listed == ["b/unlisted.png"]
     outputs = sorted(p.relative_to(dst).as_posix() for p in dst.rglob("*") if p.is_file())
-    assert outputs == ["a/one.png", "a/two.jpg", "align_report.json", "b/three.png"]  # pgm -> png, no temp files
+    # pgm -> png, no temp files; the unreadable photo listed in align_dropped.txt
+    assert outputs == ["a/one.png", "a/two.jpg", "align_dropped.txt", "align_report.json", "b/three.png"]
+    assert (dst / "align_dropped.txt").read_text().splitlines()[1].startswith("b/broken.jpg\tunreadable: ")
     for name, out in (("a/one.png", "a/one.png"), ("a/two.jpg", "a/two.jpg"), ("b/three.pgm", "b/three.png")):
         with Image.open(dst / out) as im:
             assert im.size == (112, 112)
@@ -86,7 +88,7 @@ def test_align_with_a_landmarks_file(photo_tree, tmp_path):
             assert _dots_near(np.asarray(im), ARCFACE_112x112) < 1.0, name
     saved = json.loads((dst / "align_report.json").read_text())
     assert saved["counts"] == {"images": 4, "aligned": 3, "already_aligned": 0, "no_face": 0, "unreadable": 1,
-                               "several_faces": 0, "not_listed": 1}
+                               "several_faces": 0, "not_listed": 1, "no_face_replaced": 0}
 
     # resume: existing outputs are skipped, the missing one is redone
     (dst / "a" / "one.png").unlink()
@@ -202,3 +204,26 @@ def test_real_detector_on_lfw_folder(tmp_path, capsys):
     for path in dst.rglob("*.jpg"):
         with Image.open(path) as im:
             assert im.size == (112, 112) and im.mode == "L"
+
+
+def test_align_lists_what_it_dropped_copies_pairs_and_can_keep_a_fallback(photo_tree, tmp_path):
+    src, _, landmarks = photo_tree
+    lfw = tmp_path / "lfw"
+    shutil.copytree(src, lfw / "images")
+    (lfw / "pairs.txt").write_text("1 1\na 1 2\nb 1 c 1\n")
+    Image.fromarray(np.full((50, 60), 90, np.uint8)).save(lfw / "images" / "a" / "empty.png")
+    detector = _DotDetector({(180, 160): [Detection(np.array([0, 0, 150, 170.0]), 0.9, landmarks["a/one.png"])]})
+    out = tmp_path / "aligned"
+    report = align_folder(lfw / "images", out / "images", detector, progress=False)
+    assert report.pairs_copied == str(out / "pairs.txt") and (out / "pairs.txt").read_text().startswith("1 1")
+    dropped = (out / "images" / DROPPED_NAME).read_text().splitlines()[1:]
+    assert "a/empty.png\tno face found" in dropped and any(line.startswith("b/broken.jpg\t") for line in dropped)
+    assert "align_dropped.txt" in report.format_table() and "pairs.txt copied" in report.format_table()
+    # --no-face crop: the photo without a face is written as its central crop, counted, not dropped
+    kept = align_folder(lfw / "images", tmp_path / "kept", detector, no_face="crop", progress=False)
+    assert kept.replaced == ["a/empty.png"] and (tmp_path / "kept" / "a" / "empty.png").is_file()
+    assert "a/empty.png" not in (tmp_path / "kept" / DROPPED_NAME).read_text()
+    assert (tmp_path / "pairs.txt").exists() is False  # dst not named images: pairs.txt goes into dst itself
+    assert kept.pairs_copied == str(tmp_path / "kept" / "pairs.txt")
+    with pytest.raises(InvalidOptionError, match="no_face"):
+        align_folder(lfw / "images", tmp_path / "x", detector, no_face="fail", progress=False)

@@ -77,12 +77,18 @@ class _NoFaces:
         return []
 
 
-def test_images_without_faces(tiny_run, faces):
+def test_images_without_faces(tiny_run, faces, tmp_path):
     rec = fs.FaceRecognizer(fs.load_embedder(tiny_run), _NoFaces())
+    photos = []
+    for path in faces[:2]:  # photos (not of the model's input size) go to the detector, which finds nothing
+        photos.append(tmp_path / path.name)
+        Image.open(path).resize((150, 150)).save(photos[-1])
     with pytest.raises(NoFaceError, match="0.png"):
-        rec.embed(faces[0])
-    rows = rec.embed(faces[:2], on_missing="nan")
+        rec.embed(photos[0])
+    rows = rec.embed(photos, on_missing="nan")
     assert rows.shape[0] == 2 and np.isnan(rows).all()
+    # an aligned crop of the model's input size is taken as given, even with a detector
+    assert np.isfinite(rec.embed(faces[0])).all()
 
 
 def test_real_pipeline_on_lfw_photos():

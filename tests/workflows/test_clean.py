@@ -368,3 +368,12 @@ def test_list_layouts_are_kept(folder_report, tmp_path):
     kept_names = [f"person_{c['name']}" for c in report["classes"] if c["new_id"] is not None]
     assert cleaned_named.classes == kept_names
     assert len(cleaned_named) == report["num_kept"]
+
+
+def test_a_threshold_dropping_much_of_the_set_is_said_to_suit_the_model_badly(tmp_path):
+    from facesphere.errors import FaceSphereWarning
+
+    with pytest.warns(FaceSphereWarning, match="suits this model badly"):
+        report = clean_dataset(subcenter_run(), f"folder:{noisy_folder()}", tmp_path / "out", threshold=5.0,
+                               progress=False)
+    assert report["num_dropped"] > 0.3 * report["num_images"] and "angles.png" in report["warning"]

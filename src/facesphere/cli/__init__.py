@@ -1,9 +1,10 @@
 """``facesphere <command>``: argument parsing only; every command calls library functions.
 
 One module per command group: :mod:`.train` (``list``, ``train``), :mod:`.data` (``data synth / pack / unpack /
-verify / align``), :mod:`.evaluate` (``eval``), :mod:`.infer` (``embed``, ``verify``, ``export``), :mod:`.gallery`
-(``gallery add / search / info / remove``) and :mod:`.tools` (``clean``, ``invert``); the options that say how to
-open a recogniser are declared once, in :mod:`.common`. User errors (:class:`facesphere.FaceSphereError`) are printed
+verify / align``), :mod:`.evaluate` (``eval``), :mod:`.infer` (``embed``, ``verify``, ``export``), :mod:`.detect`
+(``detect``), :mod:`.gallery` (``gallery add / search / list / info / remove``) and :mod:`.tools` (``clean``,
+``invert``); the options that say how to open a recogniser, run a face detector and decide at a threshold are
+declared once, in :mod:`.common`. User errors (:class:`facesphere.FaceSphereError`) are printed
 without a traceback and exit with status 2.
 """
 
@@ -11,14 +12,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable, Sequence
+import warnings
+from typing import Any, Callable, Sequence
 
-from ..errors import FaceSphereError
+from ..errors import FaceSphereError, FaceSphereWarning
 from ..version import __version__
-from . import data, evaluate, gallery, infer, tools, train
+from . import data, detect, evaluate, gallery, infer, tools, train
 
 #: the command groups, in the order ``facesphere --help`` lists them
-GROUPS = (train, data, evaluate, infer, gallery, tools)
+GROUPS = (train, data, evaluate, infer, detect, gallery, tools)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +32,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _format_warning(message: Any, category: type[Warning], filename: str, lineno: int, line: str | None = None) -> str:
+    if issubclass(category, FaceSphereWarning):
+        return f"facesphere: warning: {message}\n"
+    return _default_format(message, category, filename, lineno, line)
+
+
+_default_format = warnings.formatwarning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    warnings.formatwarning = _format_warning
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if getattr(args, "accepts_overrides", False):

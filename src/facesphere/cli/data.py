@@ -10,7 +10,8 @@ from typing import Any
 from ..data.recordio import pack_folder, unpack
 from ..data.synthetic import write_synthetic_folder
 from ..data.verify import verify_dataset
-from ..infer.align_folder import align_folder
+from ..infer.align_folder import ALIGN_NO_FACE, JPEG_QUALITY, align_folder
+from .common import add_detector_options, detector_options
 
 
 def _cmd_data_synth(args: argparse.Namespace) -> int:
@@ -56,14 +57,9 @@ def _parse_template(text: str) -> Any:
 
 
 def _cmd_data_align(args: argparse.Namespace) -> int:
-    options: dict[str, Any] = {}
-    if args.input_size is not None:
-        options["input_size"] = args.input_size
-    if args.score_threshold is not None:
-        options["score_threshold"] = args.score_threshold
     report = align_folder(args.src, args.dst, args.detector, landmarks=args.landmarks, template=args.template,
                           choose=args.choose, min_score=args.min_score, image_format=args.format,
-                          progress=not args.quiet, detector_options=options)
+                          progress=not args.quiet, detector_options=detector_options(args), no_face=args.no_face)
     print(report.format_table())
     return 0
 
@@ -103,8 +99,11 @@ def _register_align(data_commands: Any) -> None:
         "align", help="detect and align every face photo in a folder to a 5-point template",
         description="Align every image under SRC into DST (same relative paths): the largest (or most central) "
         "face of each photo, found by an SCRFD / YuNet / MTCNN ONNX detector or read from a landmarks file, warped to "
-        "the ArcFace 112x112 or SphereFace 112x96 template. Images without a face are listed in DST/align_report.json; "
-        "existing outputs are skipped, so an interrupted run resumes.",
+        "the ArcFace 112x112 or SphereFace 112x96 template. Images without a face are listed in DST/align_report.json "
+        "and DST/align_dropped.txt (which eval points to when a pair's image is missing); an LFW-style pairs.txt (in "
+        "SRC, or beside SRC when it is an images/ folder) is copied beside the result, so eval --data lfw: runs on it "
+        f"directly. JPEG inputs are written as JPEG at quality {JPEG_QUALITY} (--format png: lossless). Existing "
+        "outputs are skipped, so an interrupted run resumes.",
     )
     p.add_argument("src", type=Path, help="folder of photos (searched recursively)")
     p.add_argument("dst", type=Path, help="output folder (same relative paths)")
@@ -116,13 +115,13 @@ def _register_align(data_commands: Any) -> None:
                         help="text file, one line per image: relative/path x1 y1 ... x5 y5 [score]")
     p.add_argument("--template", type=_parse_template, default="arcface",
                    help="arcface (112x112, default), sphereface (112x96), or a size S / HxW")
-    p.add_argument("--choose", choices=("largest", "central", "score"), default="largest",
-                   help="which face of a photo with several (default: largest)")
     p.add_argument("--min-score", type=float, default=None, help="ignore faces scored below this")
-    p.add_argument("--score-threshold", type=float, default=None, help="the detector's own score threshold")
-    p.add_argument("--input-size", type=int, default=None,
-                   help="SCRFD network input (multiple of 32; default 640)")
+    add_detector_options(p, align=True)
+    p.add_argument("--no-face", dest="no_face", choices=ALIGN_NO_FACE, default="skip",
+                   help="a photo without a face: skip (default: left out, listed in DST/align_dropped.txt), or write "
+                        "its central crop / the whole image resized (for faces that are already cropped)")
     p.add_argument("--format", choices=("same", "jpg", "png"), default="same",
-                   help="output format: same (JPEG stays JPEG, others PNG), jpg or png")
+                   help=f"output format: same (JPEG stays JPEG at quality {JPEG_QUALITY}, others PNG), jpg, or png "
+                        "(lossless: the JPEG round trip moves scores by ~0.003 against detecting inside eval)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_data_align)

@@ -50,6 +50,8 @@ def _cmd_clean(args: argparse.Namespace) -> int:
     summary["output"] = report["output"]["spec"]
     if "label_noise" in report:
         summary["label_noise"] = report["label_noise"]
+    if "warning" in report:
+        summary["warning"] = report["warning"]
     summary["report"] = str(args.out / "report.json")
     print(json.dumps(summary, indent=2))
     return 0

@@ -18,12 +18,18 @@ import numpy as np
 
 from ..errors import DataError
 from .binfile import read_bin
+from .dropped import dropped_note
 from .image import decode_image, read_image
 from .specs import PAIR_KINDS, DataSpec, parse_data_spec
 from .synthetic import synthetic_pairs
 
 __all__ = ["PairList", "PairSet", "read_lfw_pairs", "read_pair_list", "contiguous_folds", "open_pair_set",
-           "lfw_images_root"]
+           "lfw_images_root", "read_lfw_spec", "LFW_HINT"]
+
+#: what an ``lfw:`` failure adds: the other way to name pairs
+LFW_HINT = ("(lfw: expects LFW's pairs.txt, 'name i j' / 'name1 i name2 j' lines naming DIR/images/<name>/"
+            "<name>_<iiii>.jpg; for pairs of ordinary image paths write 'label path0 path1' lines and use "
+            "pairs:FILE, or lfw:FILE with such a file)")
 
 
 @dataclass
@@ -86,7 +92,7 @@ def _check_exists(paths_by_line: list[tuple[int, str]], source: str) -> None:
     if missing:
         lineno, p = missing[0]
         more = f" ({len(missing)} referenced images are missing in all)" if len(missing) > 1 else ""
-        raise DataError(f"{source}: line {lineno}: image not found: {p}{more}")
+        raise DataError(f"{source}: line {lineno}: image not found: {p}{more}{dropped_note(q for _, q in missing)}")
 
 
 def _read_lines(path: str, what: str) -> list[str]:
@@ -257,6 +263,78 @@ def lfw_images_root(folder: str | os.PathLike[str]) -> Path:
     return root / "images" if (root / "images").is_dir() else root
 
 
+def _looks_like_path_pairs(lines: list[str]) -> bool:
+    """Whether a pairs file names image paths (``label path0 path1`` or ``path0 path1 label``) rather than LFW's
+    ``10 300`` header and names."""
+    for line in lines:
+        tokens = line.split()
+        if not tokens or tokens[0].startswith("#"):
+            continue
+        if len(tokens) in (1, 2) and all(t.isdigit() for t in tokens):
+            return False
+        return len(tokens) == 3 and (tokens[0] in ("0", "1") or tokens[2] in ("0", "1")) and not (
+            tokens[1].isdigit() and tokens[2].isdigit())
+    return False
+
+
+def read_lfw_spec(path: str | os.PathLike[str], *, check_files: bool = True) -> PairList:
+    """The pairs of an ``lfw:`` spec: a folder holding ``pairs.txt`` (images in ``DIR/images`` or ``DIR``), or a
+    pairs file itself (images beside it, or in ``images/`` beside it).
+
+    The file is LFW's (:func:`read_lfw_pairs`), or one that names image paths, one pair per line as
+    ``label path0 path1`` or ``path0 path1 label`` (label 1 same, 0 different; relative paths from the images folder,
+    else from the file's folder; 10 contiguous folds). A failure of an LFW-style file says how to use ordinary
+    paths instead (:data:`LFW_HINT`).
+    """
+    given = Path(path)
+    pairs_file = given if given.is_file() else given / "pairs.txt"
+    folder = pairs_file.parent
+    root = lfw_images_root(folder)
+    lines = _read_lines(str(pairs_file), "LFW pairs file")
+    if _looks_like_path_pairs(lines):
+        return _read_path_pairs(str(pairs_file), lines, root, folder, check_files)
+    try:
+        return read_lfw_pairs(pairs_file, root, check_files=check_files)
+    except DataError as error:
+        raise DataError(f"{error} {LFW_HINT}") from None
+
+
+def _read_path_pairs(source: str, lines: list[str], root: Path, folder: Path, check_files: bool) -> PairList:
+    p1: list[str] = []
+    p2: list[str] = []
+    same: list[bool] = []
+    refs: list[tuple[int, str]] = []
+
+    def resolve(text: str) -> str:
+        candidate = Path(text)
+        if candidate.is_absolute():
+            return text
+        return str(root / candidate) if (root / candidate).exists() or not (folder / candidate).exists() \
+            else str(folder / candidate)
+
+    for lineno, line in enumerate(lines, 1):
+        tokens = line.split()
+        if not tokens or tokens[0].startswith("#"):
+            continue
+        if len(tokens) == 3 and tokens[0] in ("0", "1"):
+            label, a, b = tokens
+        elif len(tokens) == 3 and tokens[2] in ("0", "1"):
+            a, b, label = tokens
+        else:
+            raise DataError(f"{source}: line {lineno}: expected 'label path0 path1' or 'path0 path1 label' with label "
+                            f"0 or 1, got {line.strip()!r}")
+        a, b = resolve(a), resolve(b)
+        p1.append(a)
+        p2.append(b)
+        same.append(label == "1")
+        refs += [(lineno, a), (lineno, b)]
+    if not p1:
+        raise DataError(f"{source}: no pairs found")
+    if check_files:
+        _check_exists(refs, source)
+    return PairList(p1, p2, np.asarray(same, dtype=np.bool_), contiguous_folds(len(p1), 10))
+
+
 def open_pair_set(spec: str | DataSpec, *, image_size: Sequence[int] = (112, 112), seed: int = 0,
                   pairs_per_fold: int = 60, difficulty: float = 1.0, identity_spread: float = 1.0,
                   prepare: Prepare | None = None) -> PairSet:
@@ -285,7 +363,7 @@ def open_pair_set(spec: str | DataSpec, *, image_size: Sequence[int] = (112, 112
         return PairSet(parsed.name, load, len(blobs), np.arange(0, 2 * n, 2), np.arange(1, 2 * n, 2),
                        np.asarray(issame, dtype=bool))
     if parsed.kind == "lfw":
-        pairs = read_lfw_pairs(Path(path) / "pairs.txt", lfw_images_root(path))
+        pairs = read_lfw_spec(path)
     else:
         pairs = read_pair_list(path)
     paths, idx1, idx2 = pairs.unique_paths()

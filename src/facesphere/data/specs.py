@@ -8,7 +8,8 @@ kind           what                                                             
 ``rec``        InsightFace RecordIO ``PREFIX.rec/.idx`` (+ ``property``)                    train, verify, clean
 ``synthetic``  built-in synthetic identities; options ``synthetic:key=value,...``           train, validation, eval
 ``bin``        an InsightFace verification ``.bin`` (LFW, CFP-FP, AgeDB-30, ...)            validation, eval, verify
-``lfw``        ``DIR/pairs.txt`` + images (``DIR/images/<name>/`` or ``DIR/<name>/``)       validation, eval, verify
+``lfw``        ``DIR/pairs.txt`` + images (``DIR/images/<name>/`` or ``DIR/<name>/``), or  validation, eval, verify
+               ``lfw:FILE`` (a pairs file; LFW names or ``label path0 path1`` lines)
 ``pairs``      an OpenSphere pair list, ``label path0 path1`` per line                      validation, eval, verify
 ``ijb``        IJB-B / IJB-C meta files + loose crops                                       eval
 ``ident``      1:N folders ``DIR/gallery``, ``DIR/probe``, optional ``DIR/distractors``     eval
@@ -61,6 +62,8 @@ class DataSpec:
     def name(self) -> str:
         if self.path is None:
             return self.kind
+        if self.kind == "lfw" and self.path.is_file():
+            return self.path.resolve().parent.name or self.kind
         if self.kind in DIRECTORY_KINDS:
             return self.path.resolve().name or self.kind
         return self.path.stem or self.kind
@@ -174,6 +177,8 @@ def parse_data_spec(spec: str | os.PathLike[str], kinds: Sequence[str] = ALL_KIN
         raise DataError(f"{text}: the dataset spec names no path after '{kind}:'")
     path = Path(rest).expanduser()
     if check_exists:
+        if kind == "lfw" and path.is_file():
+            return DataSpec(text, kind, path)  # lfw:FILE, a pairs file itself
         if kind in DIRECTORY_KINDS and not path.is_dir():
             raise DataError(f"{text}: {path} is not a directory")
         if kind in FILE_KINDS and not path.is_file():

@@ -48,7 +48,7 @@ def mean_ident(results: list[dict[str, Any]]) -> dict[str, Any]:
 def identification_search(gallery_feats: np.ndarray, gallery_ids: Any, probe_feats: np.ndarray, probe_ids: Any, *,
                           ranks: Sequence[int] = RANKS, fpirs: Sequence[float] = FPIRS,
                           definitions: Sequence[str] = ("nist", "toolbox"), method: str = "auto",
-                          batch_size: int | None = None, index: Any = None
+                          batch_size: int | None = None, index: Any = None, missing_probe_ids: Any = None
                           ) -> tuple[dict[str, M.IdentificationResult], dict[str, np.ndarray]]:
     """1:N metrics through a top-k search (:mod:`facesphere.infer.search`), so large galleries never need the full score matrix.
 
@@ -57,6 +57,10 @@ def identification_search(gallery_feats: np.ndarray, gallery_ids: Any, probe_fea
     entries one subject has), plus ``ceil(max(fpirs)·Q)`` for the toolbox definition; the mate's rank is exact
     whenever it is <= max(ranks). ``definitions`` that do not apply are skipped (``toolbox`` needs every probe mated).
     ``index``: a prebuilt :class:`~facesphere.infer.search.SearchIndex` over ``gallery_feats``.
+
+    ``missing_probe_ids``: ids of probes that have no image (e.g. photos an alignment dropped): each counts as a
+    search that found nothing (a miss at every rank and threshold when mated, never a false alarm); they are not in
+    the per-probe ``summary``.
 
     Returns ``({definition: IdentificationResult}, summary)`` with per-probe arrays ``mated``, ``mate_score``
     (-inf where unmated), ``rank`` and ``top_nonmate`` (best non-mate score).
@@ -106,13 +110,20 @@ def identification_search(gallery_feats: np.ndarray, gallery_ids: Any, probe_fea
     nonmate_scores = np.where(nonmate, scores, -np.inf)
     top_nonmate = nonmate_scores.max(axis=1)
     flat = scores[nonmate]
+    summary = {"mated": mated, "mate_score": mate_score.astype(np.float64), "rank": rank,
+               "top_nonmate": top_nonmate.astype(np.float64)}
+    if missing_probe_ids is not None and len(missing_probe_ids):
+        absent = np.isin(np.asarray(missing_probe_ids), g_ids)
+        mated = np.concatenate([mated, absent])
+        mate_score = np.concatenate([mate_score, np.full(absent.size, -np.inf, dtype=mate_score.dtype)])
+        rank = np.concatenate([rank, np.full(absent.size, g.shape[0] + 1, dtype=rank.dtype)])
+        top1 = np.concatenate([top1, np.full(absent.size, -np.inf)])
+        want = [d for d in want if d != "toolbox" or mated.all()]
     results: dict[str, M.IdentificationResult] = {}
     for definition in want:
         results[definition] = M.identification_from_summaries(
             mate_score, np.where(mated, rank, 0), top1, mated, flat if definition == "toolbox" else None,
             ranks, fpir_list, definition=definition)
-    summary = {"mated": mated, "mate_score": mate_score.astype(np.float64), "rank": rank,
-               "top_nonmate": top_nonmate.astype(np.float64)}
     return results, summary
 
 

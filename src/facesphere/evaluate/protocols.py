@@ -75,7 +75,9 @@ class EvalOptions:
     """How to evaluate: flip fusion, batch size, metric definitions, detector, search, progress bars.
 
     ``tar_method`` None uses :data:`DEFAULT_TAR_METHOD` per protocol; ``synthetic`` holds defaults for the synthetic
-    set (keys of :data:`SYNTHETIC_OPTIONS`), overridden by the spec's own options.
+    set (keys of :data:`SYNTHETIC_OPTIONS`), overridden by the spec's own options. ``no_face`` / ``choose`` /
+    ``min_score``: the no-face policy (:mod:`facesphere.infer.crops`; ``crop`` by default with a detector, ``skip``
+    refused) and the face choice for images that are detected.
     """
 
     flip: str = "sum"
@@ -89,8 +91,14 @@ class EvalOptions:
     fpirs: Sequence[float] = FPIRS
     fars: Sequence[float] = FARS
     synthetic: dict = field(default_factory=dict)
+    no_face: str | None = None
+    choose: str = "largest"
+    min_score: float | None = None
 
     def __post_init__(self) -> None:
+        if self.no_face == "skip":
+            raise InvalidOptionError("evaluation cannot skip images (a pair needs both of its images): use --no-face "
+                                     "crop, resize or fail")
         if self.flip not in FLIP_MODES:
             raise UnknownNameError(f"unknown flip mode {self.flip!r}; valid: {', '.join(FLIP_MODES)}")
         if self.accuracy_method not in M.KFOLD_METHODS:
@@ -155,9 +163,18 @@ def _input_size(embedder: Any) -> tuple[int, int]:
 # pair protocols
 
 
+def _preparer(embedder: Any, options: EvalOptions) -> CropPreparer:
+    return CropPreparer(_input_size(embedder), options.detector, no_face=options.no_face, choose=options.choose,
+                        min_score=options.min_score, purpose="eval")
+
+
+def _detection(preparer: CropPreparer) -> dict[str, Any]:
+    return {**preparer.summary(), "no_face_policy": preparer.no_face_policy}
+
+
 def _run_pairs(spec: DataSpec, embedder: Any, options: EvalOptions) -> ProtocolResult:
     size = _input_size(embedder)
-    preparer = CropPreparer(size, options.detector)
+    preparer = _preparer(embedder, options)
     synthetic = {**options.synthetic, **spec.options}
     pairs = open_pair_set(spec, image_size=size, prepare=preparer, **options.synthetic)
     bar = _bar(pairs.num_images, spec.name, options.progress)
@@ -172,7 +189,7 @@ def _run_pairs(spec: DataSpec, embedder: Any, options: EvalOptions) -> ProtocolR
     if spec.kind == "synthetic":
         result["synthetic"] = synthetic
     if preparer.detected or preparer.no_face:
-        result["detection"] = preparer.summary()
+        result["detection"] = _detection(preparer)
     return ProtocolResult(spec.name, spec.text, "pairs", result, scores, np.asarray(pairs.issame, dtype=bool),
                           scores[pairs.issame], scores[~pairs.issame],
                           None if pairs.folds is None else np.asarray(pairs.folds))
@@ -248,7 +265,7 @@ def _run_ijb(spec: DataSpec, embedder: Any, options: EvalOptions) -> ProtocolRes
 
 def _run_ident(spec: DataSpec, embedder: Any, options: EvalOptions) -> ProtocolResult:
     data = read_ident(spec.path)
-    preparer = CropPreparer(_input_size(embedder), options.detector)
+    preparer = _preparer(embedder, options)
     paths = [p for p, _ in data.gallery] + [p for p, _ in data.probe] + data.distractors
 
     def load(i: int) -> np.ndarray:
@@ -269,11 +286,13 @@ def _run_ident(spec: DataSpec, embedder: Any, options: EvalOptions) -> ProtocolR
     for name in p_names.tolist():
         code.setdefault(name, len(code))
     probe_ids = np.array([code[name] for name in p_names.tolist()], dtype=np.int64)
+    missing_ids = np.array([code.setdefault(name, len(code)) for _, name in data.missing_probes], dtype=np.int64)
     gallery_ids = np.concatenate([np.arange(identities.size, dtype=np.int64),
                                   len(code) + np.arange(len(data.distractors), dtype=np.int64)])
     gallery_feats = np.concatenate([templates, distractor_feats])
     results, summary = identification_search(gallery_feats, gallery_ids, features[n_g:n_g + n_p], probe_ids,
-                                             ranks=options.ranks, fpirs=options.fpirs, method=options.search_method)
+                                             ranks=options.ranks, fpirs=options.fpirs, method=options.search_method,
+                                             missing_probe_ids=missing_ids)
     any_result = next(iter(results.values()))
     out: dict[str, Any] = {
         "protocol": "ident",
@@ -281,6 +300,8 @@ def _run_ident(spec: DataSpec, embedder: Any, options: EvalOptions) -> ProtocolR
         "gallery_identities": int(identities.size),
         "gallery_images": n_g,
         "probes": n_p,
+        "missing_probes": len(data.missing_probes),
+        "missing_gallery_images": len(data.missing_gallery),
         "mated_probes": any_result.n_mated,
         "nonmated_probes": any_result.n_nonmated,
         "distractors": len(data.distractors),
@@ -304,7 +325,11 @@ def _run_ident(spec: DataSpec, embedder: Any, options: EvalOptions) -> ProtocolR
             "MegaFace-style leave-one-in over gallery ∪ probe images of each identity: each image in turn is the "
             "only mate among the first n distractors (sorted paths), every other image of that identity a probe")
     if preparer.detected or preparer.no_face:
-        out["detection"] = preparer.summary()
+        out["detection"] = _detection(preparer)
+    if data.missing_probes:
+        definitions["missing_probes"] = (
+            "probes listed in align_dropped.txt (photos data align dropped) count as searches that found nothing: a "
+            "miss at every rank and threshold (mated), never a false alarm (non-mated); mated_probes includes them")
     out["definitions"] = definitions
     mated = summary["mated"]
     return ProtocolResult(spec.name, spec.text, "ident", out, None, None, summary["mate_score"][mated],

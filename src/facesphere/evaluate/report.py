@@ -18,7 +18,8 @@ from ..errors import FaceSphereError
 from . import metrics as M
 from .verification import FARS
 
-__all__ = ["format_table", "write_metrics_json", "plot_roc", "plot_score_histogram", "safe_filename"]
+__all__ = ["format_table", "write_metrics_json", "plot_roc", "plot_score_histogram", "safe_filename",
+           "detection_note"]
 
 #: ROC curves are drawn from at most this many points (the curve is thinned evenly in log FAR).
 _MAX_ROC_POINTS = 4000
@@ -36,18 +37,28 @@ def _num(value: Any) -> str:
     return f"{float(value):.4f}"
 
 
-def format_table(results: dict[str, Any]) -> str:
-    """The results of :func:`facesphere.evaluate.run.evaluate_model` as plain-text tables (percent where a rate).
+def _far_label(key: str) -> str:
+    """A FAR / FPIR key ``1e-03`` as a percentage label ``0.1%`` (the tables' one unit)."""
+    return f"{100 * float(key):g}%"
 
-    One table for pair protocols (accuracy ± std, threshold, AUC, EER, TAR@FAR 1e-1 … 1e-6), one for 1:N
-    (rank-1/5, TPIR@FPIR), followed by the definitions in use.
+
+def format_table(results: dict[str, Any]) -> str:
+    """The results of :func:`facesphere.evaluate.run.evaluate_model` as plain-text tables, one unit per table: every
+    rate (accuracy, AUC, EER, TAR, TPIR, rank-k, and the FAR / FPIR in the column names) in percent, said in each
+    table's first line; the threshold is a cosine.
+
+    One table for pair protocols (accuracy ± std, threshold, AUC, EER, TAR@FAR 10 % … 0.0001 %), one for 1:N
+    (rank-1/5, TPIR@FPIR), then the definitions in use, and a line per dataset where the detector found no face in
+    some images (and what was done with them) or where probe images were missing (counted as misses).
     """
     datasets = results.get("datasets", {})
     lines: list[str] = []
     pairs = {n: m for n, m in datasets.items() if m.get("protocol") in ("pairs", "ijb")}
     if pairs:
         fars = sorted({k for m in pairs.values() for k in m.get("tar_at_far", {})}, key=lambda k: -float(k))
-        header = ["dataset", "pairs", "acc %", "± std", "thresh", "AUC %", "EER %"] + [f"TAR@{k}" for k in fars]
+        lines.append("verification (all rates in %; thresh is a cosine)")
+        header = ["dataset", "pairs", "acc", "± std", "thresh", "AUC", "EER"] + [f"TAR@FAR={_far_label(k)}"
+                                                                                for k in fars]
         rows = []
         for name, m in pairs.items():
             row = [name, f"{m['pairs']:,}", _pct(m.get("accuracy")), _pct(m.get("accuracy_std")),
@@ -67,19 +78,21 @@ def format_table(results: dict[str, Any]) -> str:
     if idents or ijb_1n:
         if lines:
             lines.append("")
-        header = ["dataset (1:N)", "probes", "gallery", "rank-1 %", "rank-5 %", "definition", "TPIR@1e-02",
-                  "TPIR@1e-01"]
+        lines.append("identification (all rates in %)")
+        header = ["dataset (1:N)", "probes", "gallery", "rank-1", "rank-5", "definition", "TPIR@FPIR=1%",
+                  "TPIR@FPIR=10%"]
         rows = []
         for name, m in idents.items():
             ranks = m.get("rank_accuracy", {})
+            probes = f"{m['probes']:,}" + (f" (+{m['missing_probes']:,} missing)" if m.get("missing_probes") else "")
             for definition, tp in (m.get("tpir_at_fpir") or {}).items():
                 if tp is None:
                     continue
-                rows.append([name, f"{m['probes']:,}", f"{m['gallery_identities'] + m['distractors']:,}",
+                rows.append([name, probes, f"{m['gallery_identities'] + m['distractors']:,}",
                              _pct(ranks.get("1")), _pct(ranks.get("5")), definition, _pct(tp.get("1e-02")),
                              _pct(tp.get("1e-01"))])
             if not any(tp for tp in (m.get("tpir_at_fpir") or {}).values()):
-                rows.append([name, f"{m['probes']:,}", f"{m['gallery_identities'] + m['distractors']:,}",
+                rows.append([name, probes, f"{m['gallery_identities'] + m['distractors']:,}",
                              _pct(ranks.get("1")), _pct(ranks.get("5")), "—", "—", "—"])
             if m.get("megaface"):
                 mf = m["megaface"]
@@ -97,9 +110,29 @@ def format_table(results: dict[str, Any]) -> str:
                              _pct(block["rank_accuracy"].get("5")), label,
                              _pct(block["tpir_at_fpir"].get("1e-02")), _pct(block["tpir_at_fpir"].get("1e-01"))])
         lines += _grid(header, rows)
+    for name, m in datasets.items():
+        note = detection_note(name, m)
+        if note:
+            lines.append("  " + note)
+        if m.get("missing_probes"):
+            lines.append(f"  {name}: {m['missing_probes']:,} probe(s) whose images are missing (dropped by data align,"
+                         " listed in its align_dropped.txt) are counted as misses in rank-k and TPIR")
     if not lines:
         lines.append("(no datasets evaluated)")
     return "\n".join(lines)
+
+
+def detection_note(name: str, metrics: dict[str, Any]) -> str | None:
+    """``lfw: no face found in 12 of 7,701 images: central crop used (--no-face crop)``, or None."""
+    detection = metrics.get("detection") or {}
+    missing = int(detection.get("no_face", 0))
+    if not missing:
+        return None
+    total = sum(int(detection.get(k, 0)) for k in ("aligned_as_given", "detected", "no_face"))
+    policy = detection.get("no_face_policy", "crop")
+    done = {"crop": "central crop used", "resize": "whole image resized", "skip": "left out",
+            "fail": "stopped"}.get(policy, policy)
+    return f"{name}: no face found in {missing:,} of {total:,} images: {done} (--no-face {policy})"
 
 
 def _grid(header: list[str], rows: list[list[str]]) -> list[str]:

@@ -12,18 +12,20 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from ..data.specs import EVAL_KINDS, parse_data_spec
-from ..errors import FaceSphereError, InvalidOptionError
+from ..errors import FaceSphereWarning, InvalidOptionError
 from ..infer.detectors import build_detector
 from ..infer.embedders import load_embedder
-from ..run.directory import config_of
+from ..infer.thresholds import validation_settings
 from .protocols import EvalOptions, ProtocolResult, run_protocol
 from .report import (
+    detection_note,
     format_table,
     plot_roc,
     plot_score_histogram,
@@ -36,19 +38,14 @@ __all__ = ["evaluate_model", "format_table", "synthetic_defaults_for"]
 
 
 def synthetic_defaults_for(source: Any) -> dict[str, Any]:
-    """The synthetic validation settings of a facesphere run (its ``config.yaml``), so ``synthetic`` evaluates the
-    same held-out pairs the run validated on; ``{}`` for anything else (ONNX, backbone.pth, modules)."""
-    if not isinstance(source, (str, os.PathLike)) or Path(source).suffix.lower() in (".onnx", ".pth"):
+    """The synthetic validation settings a model carries (a run's ``config.yaml``, or the ``facesphere.validation``
+    metadata of a facesphere ONNX export), so ``synthetic`` evaluates the same held-out pairs the run validated on;
+    ``{}`` for anything else (other ONNX files, backbone.pth, modules)."""
+    settings = validation_settings(source)
+    if not settings:
         return {}
-    try:
-        config = config_of(source)
-    except FaceSphereError:
-        return {}
-    if config is None:
-        return {}
-    return {"seed": config.train.seed, "difficulty": config.data.synthetic_difficulty,
-            "identity_spread": config.data.synthetic_identity_spread,
-            "pairs_per_fold": config.data.synthetic_val_pairs_per_fold}
+    return {key: value for key, value in (settings.get("synthetic") or {}).items()
+            if key in ("seed", "difficulty", "identity_spread", "pairs_per_fold")}
 
 
 def _as_embedder(model: Any) -> Any:
@@ -57,16 +54,17 @@ def _as_embedder(model: Any) -> Any:
     return load_embedder(model)
 
 
-def _as_detector(detector: Any) -> Any:
+def _as_detector(detector: Any, options: dict[str, Any] | None = None) -> Any:
     if detector is None or not isinstance(detector, (str, os.PathLike)):
         return detector
-    return build_detector(detector)
+    return build_detector(detector, **(options or {}))
 
 
 def evaluate_model(embedder: Any, specs: str | Sequence[str], out_dir: str | Path | None = None, *,
                    flip: str = "sum", batch_size: int = 64, method: str = "exact", tar_method: str | None = None,
                    detector: Any = None, progress: bool = True, plots: bool = True, search_method: str = "auto",
-                   synthetic: dict | None = None, save_scores: bool = False) -> dict[str, Any]:
+                   synthetic: dict | None = None, save_scores: bool = False, no_face: str | None = None,
+                   choose: str = "largest", detector_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Evaluate a recogniser on every dataset spec and write the report.
 
     Args:
@@ -78,7 +76,11 @@ def evaluate_model(embedder: Any, specs: str | Sequence[str], out_dir: str | Pat
         batch_size: images per forward pass.
         method: 10-fold accuracy definition: ``exact`` (default), ``insightface`` or ``sphereface``.
         tar_method: TAR@FAR definition ``interpolate`` / ``nearest``; None: nearest for IJB, interpolated otherwise.
-        detector: a face detector (object or ONNX path) for images that are not aligned crops.
+        detector: a face detector (object or ONNX path, built with ``detector_options``) for images that are not
+            aligned crops; ``choose`` picks the face of a photo with several.
+        no_face: what to do with an image in which no face is found (``crop``, the default with a detector,
+            ``resize`` or ``fail``; :mod:`facesphere.infer.crops`); each dataset's count goes into its metrics
+            (``"detection"``), the table and a :class:`~facesphere.errors.FaceSphereWarning`.
         progress: tqdm bars while embedding.
         plots: write ``roc.png`` and the histograms (needs matplotlib).
         search_method: 1:N search (``auto``, ``numpy``, ``flat``, ``ivf``, ``hnsw``; :mod:`.search`).
@@ -96,9 +98,10 @@ def evaluate_model(embedder: Any, specs: str | Sequence[str], out_dir: str | Pat
         raise InvalidOptionError("no dataset to evaluate: give at least one --data SPEC")
     parsed = [parse_data_spec(s, EVAL_KINDS) for s in spec_list]  # fail on a bad spec before any embedding
     options = EvalOptions(flip=flip, batch_size=batch_size, accuracy_method=method, tar_method=tar_method,
-                          progress=progress, search_method=search_method, synthetic=dict(synthetic or {}))
+                          progress=progress, search_method=search_method, synthetic=dict(synthetic or {}),
+                          no_face=no_face, choose=choose)
     model = _as_embedder(embedder)
-    options.detector = _as_detector(detector)
+    options.detector = _as_detector(detector, detector_options)
     names: dict[str, int] = {}
     outcomes: list[ProtocolResult] = []
     datasets: dict[str, Any] = {}
@@ -110,6 +113,9 @@ def evaluate_model(embedder: Any, specs: str | Sequence[str], out_dir: str | Pat
         if seen:
             outcome.name = f"{outcome.name}-{seen + 1}"
         outcome.metrics["seconds"] = round(time.perf_counter() - start, 3)
+        note = detection_note(outcome.name, outcome.metrics)
+        if note:
+            warnings.warn(note, FaceSphereWarning, stacklevel=2)
         outcomes.append(outcome)
         datasets[outcome.name] = outcome.metrics
     results: dict[str, Any] = {
@@ -126,6 +132,7 @@ def evaluate_model(embedder: Any, specs: str | Sequence[str], out_dir: str | Pat
             "accuracy_method": method,
             "tar_method": tar_method or {"pairs": DEFAULT_TAR_METHOD["pairs"], "ijb": DEFAULT_TAR_METHOD["ijb"]},
             "detector": None if options.detector is None else str(detector),
+            "no_face": None if options.detector is None and no_face is None else (no_face or "crop"),
             "search_method": search_method,
         },
         "datasets": datasets,

@@ -6,11 +6,15 @@
     print(report.format_table())
 
 The output tree mirrors the input's relative paths (``dst/<Name>/<Name>_0001.jpg``), so the aligned folder is ready for
-:mod:`facesphere.data.datasets` (training) or an LFW-style pairs evaluation. JPEG inputs are written as JPEG (quality
-95), everything else as PNG (``image_format`` changes this); grey photos stay grey. Each output is written to a
-hidden temporary file and renamed, so an interrupted run leaves no half-written image, and a second run skips every
-output that exists (resume). Images without a face and unreadable images are listed, not fatal;
-``dst/align_report.json`` holds the counts and lists.
+:mod:`facesphere.data.datasets` (training) or an LFW-style pairs evaluation: an LFW-style ``pairs.txt`` (in ``src``, or
+beside ``src`` when it is an ``images`` folder) is copied to the same place beside ``dst``, so ``eval --data lfw:``
+runs on the result directly. JPEG inputs are written as JPEG at quality 95, everything else as PNG
+(``image_format="png"`` writes PNG for all: lossless; the JPEG round trip moves cosine scores by about 0.003 against
+detecting inside ``eval``); grey photos stay grey. Each output is written to a hidden temporary file and renamed, so
+an interrupted run leaves no half-written image, and a second run skips every output that exists (resume). Images
+without a face and unreadable images are listed, not fatal (or, with ``no_face="crop"`` / ``"resize"``, replaced by
+the central crop / the whole image resized); ``dst/align_report.json`` holds the counts and lists, and
+``dst/align_dropped.txt`` lists the photos left out so that a later evaluation can say why they are missing.
 """
 
 from __future__ import annotations
@@ -27,15 +31,22 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..data.align import TemplateLike, align_face, get_template
+from ..data.dropped import DROPPED_NAME, dropped_text
 from ..data.image import is_image_file, read_image
 from ..errors import DataError, FaceSphereError, InvalidOptionError, OutputError
-from ..files import atomic_path, atomic_write_text
+from ..files import atomic_path, atomic_write_bytes, atomic_write_text
+from .crops import central_crop, resize_whole
 from .detectors import CHOOSE_RULES, build_detector, choose_face
 
-__all__ = ["AlignReport", "align_folder", "read_landmarks_file", "REPORT_NAME"]
+__all__ = ["AlignReport", "align_folder", "read_landmarks_file", "REPORT_NAME", "DROPPED_NAME", "JPEG_QUALITY",
+           "ALIGN_NO_FACE"]
 
 REPORT_NAME = "align_report.json"
 IMAGE_FORMATS = ("same", "jpg", "png")
+#: the quality of the JPEG files align writes
+JPEG_QUALITY = 95
+#: what align does with a photo without a face: leave it out (listed), or write the central crop / the whole image
+ALIGN_NO_FACE = ("skip", "crop", "resize")
 
 
 @dataclass
@@ -55,6 +66,8 @@ class AlignReport:
     unreadable: list[dict[str, str]] = field(default_factory=list)
     several_faces: list[str] = field(default_factory=list)
     not_listed: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+    pairs_copied: str | None = None
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -62,8 +75,15 @@ class AlignReport:
         data["size"] = list(self.size)
         data["counts"] = {"images": self.total, "aligned": self.aligned, "already_aligned": self.already_aligned,
                           "no_face": len(self.no_face), "unreadable": len(self.unreadable),
-                          "several_faces": len(self.several_faces), "not_listed": len(self.not_listed)}
+                          "several_faces": len(self.several_faces), "not_listed": len(self.not_listed),
+                          "no_face_replaced": len(self.replaced)}
         return data
+
+    def dropped(self) -> list[tuple[str, str]]:
+        """``(relative path, reason)`` of every photo left out."""
+        replaced = set(self.replaced)
+        out = [(path, "no face found") for path in self.no_face if path not in replaced]
+        return out + [(item["path"], "unreadable: " + item["error"]) for item in self.unreadable]
 
     def format_table(self) -> str:
         rows = [
@@ -74,6 +94,8 @@ class AlignReport:
             ("unreadable", len(self.unreadable)),
             ("several faces (one chosen)", len(self.several_faces)),
         ]
+        if self.replaced:
+            rows.append(("  of which written as the no-face crop", len(self.replaced)))
         if self.not_listed:
             rows.append(("in SRC but not in the landmarks file", len(self.not_listed)))
         width = max(len(name) for name, _ in rows)
@@ -88,6 +110,10 @@ class AlignReport:
                 shown = ", ".join(items[:5]) + (f", … ({len(items) - 5} more)" if len(items) > 5 else "")
                 lines.append(f"  {label}: {shown}")
         lines.append(f"  report: {Path(self.dst) / REPORT_NAME}")
+        if self.dropped():
+            lines.append(f"  dropped photos listed in {Path(self.dst) / DROPPED_NAME}")
+        if self.pairs_copied:
+            lines.append(f"  pairs.txt copied to {self.pairs_copied}")
         return "\n".join(lines)
 
 
@@ -156,7 +182,7 @@ def _output_path(dst: Path, relative: str, image_format: str) -> tuple[Path, str
 def _write_atomically(path: Path, image: np.ndarray, fmt: str) -> None:
     grey = image[:, :, 0] if (image[:, :, 0] == image[:, :, 1]).all() and (image[:, :, 0] == image[:, :, 2]).all() \
         else image
-    options = {"quality": 95} if fmt == "JPEG" else {}
+    options = {"quality": JPEG_QUALITY} if fmt == "JPEG" else {}
     try:
         with atomic_path(path, what="aligned image") as temporary:
             Image.fromarray(np.ascontiguousarray(grey)).save(temporary, format=fmt, **options)
@@ -172,7 +198,8 @@ def align_folder(src: str | os.PathLike[str], dst: str | os.PathLike[str], detec
                  landmarks: str | os.PathLike[str] | dict[str, np.ndarray] | None = None,
                  template: TemplateLike = "arcface", choose: str = "largest", min_score: float | None = None,
                  image_format: str = "same", progress: bool = True,
-                 detector_options: dict[str, Any] | None = None) -> AlignReport:
+                 detector_options: dict[str, Any] | None = None, no_face: str = "skip",
+                 copy_pairs: bool = True) -> AlignReport:
     """Align every image under ``src`` into ``dst`` (same relative paths) and write ``dst/align_report.json``.
 
     Args:
@@ -185,8 +212,13 @@ def align_folder(src: str | os.PathLike[str], dst: str | os.PathLike[str], detec
         template: ``"arcface"`` (112x112), ``"sphereface"`` (112x96) or a size (docs/methods.md §9).
         choose: ``"largest"``, ``"central"`` or ``"score"``: which face when a photo shows several.
         min_score: ignore detections under this score (default: the detector's threshold only).
-        image_format: ``"same"`` (JPEG for JPEG inputs, PNG otherwise), ``"jpg"`` or ``"png"``.
+        image_format: ``"same"`` (JPEG at quality 95 for JPEG inputs, PNG otherwise), ``"jpg"`` or ``"png"``
+            (lossless).
         progress: show a progress bar.
+        no_face: a photo without a face is left out and listed (``"skip"``), or written as its central crop
+            (``"crop"``) or whole, resized (``"resize"``), and counted.
+        copy_pairs: copy an LFW-style ``pairs.txt`` found in ``src`` (or beside ``src`` when it is named ``images``)
+            to the matching place of ``dst`` when none is there.
 
     Returns:
         An :class:`AlignReport` (also written as JSON to ``dst/align_report.json``).
@@ -202,6 +234,8 @@ def align_folder(src: str | os.PathLike[str], dst: str | os.PathLike[str], detec
     if resolved_dst == resolved_src or resolved_src in resolved_dst.parents:
         raise InvalidOptionError(f"{out_dir}: the output folder must not be {source_dir} or lie inside it")
     spec = get_template(template)
+    if no_face not in ALIGN_NO_FACE:
+        raise InvalidOptionError(f"no_face must be one of {', '.join(ALIGN_NO_FACE)}, got {no_face!r}")
     if choose not in CHOOSE_RULES:
         raise InvalidOptionError(f"unknown face choice {choose!r}; valid: {', '.join(CHOOSE_RULES)}")
 
@@ -253,6 +287,11 @@ def align_folder(src: str | os.PathLike[str], dst: str | os.PathLike[str], detec
             face = choose_face(detections, image.shape, choose, min_score)
             if face is None:
                 report.no_face.append(relative)
+                if no_face != "skip":
+                    size = (spec.size[0], spec.size[1])
+                    fallback = central_crop(image, size) if no_face == "crop" else resize_whole(image, size)
+                    _write_atomically(target, fallback, fmt)
+                    report.replaced.append(relative)
                 continue
             if sum(1 for d in detections if min_score is None or d.score >= min_score) > 1:
                 report.several_faces.append(relative)
@@ -265,8 +304,32 @@ def align_folder(src: str | os.PathLike[str], dst: str | os.PathLike[str], detec
         _write_atomically(target, crop, fmt)
         report.aligned += 1
     report.seconds = time.perf_counter() - start
+    if copy_pairs:
+        report.pairs_copied = _copy_pairs(source_dir, out_dir)
     atomic_write_text(out_dir / REPORT_NAME, json.dumps(report.to_dict(), indent=2), what="alignment report")
+    dropped = out_dir / DROPPED_NAME
+    if report.dropped():
+        atomic_write_text(dropped, dropped_text(report.dropped()), what="list of dropped photos")
+    else:  # a resumed run retries every photo dropped before: its list is complete
+        dropped.unlink(missing_ok=True)
     return report
+
+
+def _copy_pairs(src: Path, dst: Path) -> str | None:
+    """Copy an LFW-style ``pairs.txt``: ``src/pairs.txt`` -> ``dst/pairs.txt``; ``SRC_PARENT/pairs.txt`` (``src``
+    named ``images``) -> beside ``dst`` (``dst``'s parent when ``dst`` is named ``images`` too, else ``dst``).
+    Returns the copy's path, or None (no pairs file, or one already there, left as it is)."""
+    if (src / "pairs.txt").is_file():
+        source, target = src / "pairs.txt", dst / "pairs.txt"
+    elif src.name == "images" and (src.parent / "pairs.txt").is_file():
+        source = src.parent / "pairs.txt"
+        target = (dst.parent if dst.name == "images" else dst) / "pairs.txt"
+    else:
+        return None
+    if target.exists():
+        return None
+    atomic_write_bytes(target, source.read_bytes(), what="pairs.txt copy")
+    return str(target)
 
 
 def _strip_source(message: str, path: Path) -> str:

@@ -321,15 +321,21 @@ def _load_onnx(path: Path, *, color: str | None, mean: float | None, std: float 
     raise FaceSphereError(f"{path}: cannot load this ONNX model: " + "; ".join(errors))
 
 
-def _onnx_metadata(path: Path) -> OnnxConvention | None:
-    """The input convention stored in a facesphere-exported model's metadata, if any."""
+def read_onnx_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The metadata properties of an ONNX file (``{}`` when the ``onnx`` package is missing or the file cannot be
+    read: callers fall back to options and defaults)."""
     try:
         import onnx
 
         model = onnx.load(str(path), load_external_data=False)
-    except Exception:  # noqa: BLE001 - no onnx package or an unreadable file: fall back to options / defaults
-        return None
-    meta = {entry.key: entry.value for entry in model.metadata_props}
+    except Exception:  # noqa: BLE001 - no onnx package or an unreadable file
+        return {}
+    return {entry.key: entry.value for entry in model.metadata_props}
+
+
+def _onnx_metadata(path: Path) -> OnnxConvention | None:
+    """The input convention stored in a facesphere-exported model's metadata, if any."""
+    meta = read_onnx_metadata(path)
     try:
         height, width = (int(v) for v in meta["facesphere.input_size"].split(","))
         return OnnxConvention(meta["facesphere.input_color"], float(meta["facesphere.input_mean"]),
@@ -411,4 +417,4 @@ def load_embedder(source: str | os.PathLike | nn.Module, *, arch: str | None = N
 
 
 __all__ = ["Embedder", "TorchEmbedder", "OnnxRuntimeEmbedder", "OpenCVEmbedder", "KNOWN_ONNX_MODELS",
-           "OnnxConvention", "load_embedder", "embed_images", "FLIP_MODES"]
+           "OnnxConvention", "load_embedder", "embed_images", "FLIP_MODES", "read_onnx_metadata"]

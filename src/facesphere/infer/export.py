@@ -2,16 +2,26 @@
 
 The input convention travels inside the file as ONNX metadata (``facesphere.input_color``, ``.input_mean``,
 ``.input_std``, ``.input_size``), so ``load_embedder("model.onnx")`` feeds an exported model exactly as the run's
-config says, with no options. Input ``input`` float32 ``(batch, 3, H, W)`` normalised pixels, output
+config says, with no options. So do the run's decision threshold (``facesphere.threshold``: what ``verify`` and
+``gallery search`` decide at, :mod:`.thresholds`) and its validation settings (``facesphere.validation``: the
+validation sets and the synthetic set's seed, difficulty, spread and size, so ``eval model.onnx --data synthetic``
+scores the same pairs as the run). Input ``input`` float32 ``(batch, 3, H, W)`` normalised pixels, output
 ``embedding`` float32 ``(batch, D)`` (raw, not L2-normalised, like the PyTorch backbone).
+
+The exporters' expected chatter (the dynamo exporter moving to opset 18 and converting back, torchvision not being
+installed) is silenced; any other warning is shown.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import re
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -19,14 +29,51 @@ import torch
 from ..errors import FaceSphereError, InvalidOptionError, UnknownNameError
 from ..files import atomic_path
 from .embedders import TorchEmbedder, load_embedder
+from .thresholds import THRESHOLD_KEY, VALIDATION_KEY, model_threshold, validation_settings
 
 EXPORTERS = ("dynamo", "torchscript")
 METADATA_PREFIX = "facesphere."
 
+#: messages the exporters print on every ordinary export (logging records and Python warnings): not the user's problem
+EXPECTED_EXPORT_MESSAGES = (
+    r"Setting ONNX exporter to use operator set version",
+    r"torchvision is not installed",
+    r"version conversion is not supported by the onnxscript version converter",
+    r"Converting a tensor to a Python",
+    r"You are using the legacy TorchScript-based ONNX export",
+    r"dynamic_axes is not recommended when dynamo=True",
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    r"The feature will be removed\. Please remove usage of this function",
+)
+_EXPECTED = re.compile("|".join(EXPECTED_EXPORT_MESSAGES))
+_EXPORT_LOGGERS = ("torch.onnx", "torch.onnx._internal.exporter._compat",
+                   "torch.onnx._internal.exporter._registration", "onnxscript", "onnxscript.version_converter")
+
+
+class _DropExpected(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _EXPECTED.search(record.getMessage())
+
+
+@contextmanager
+def quiet_expected_export_messages() -> Iterator[None]:
+    """Drop the exporters' expected log records and warnings (:data:`EXPECTED_EXPORT_MESSAGES`); others pass."""
+    drop = _DropExpected()
+    loggers = [logging.getLogger(name) for name in _EXPORT_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(drop)
+    try:
+        with warnings.catch_warnings():
+            for pattern in EXPECTED_EXPORT_MESSAGES:
+                warnings.filterwarnings("ignore", message=f".*{pattern}")
+            yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(drop)
+
 
 def _export(module: torch.nn.Module, example: torch.Tensor, path: Path, opset: int, exporter: str) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with quiet_expected_export_messages():
         if exporter == "dynamo":
             torch.onnx.export(
                 module, (example,), str(path), opset_version=opset, input_names=["input"],
@@ -98,10 +145,15 @@ def export_onnx(source: Any, out: str | os.PathLike, *, opset: int = 17, exporte
                 METADATA_PREFIX + "input_size": f"{height},{width}",
                 METADATA_PREFIX + "source": embedder.name,
             }
+            metadata.update(run_metadata(source))
             _add_metadata(temp, metadata)
             report: dict[str, Any] = {"path": str(out), "opset": opset, "exporter": exporter,
                                       "input_size": [height, width], "color": embedder.color, "mean": embedder.mean,
                                       "std": embedder.std}
+            if THRESHOLD_KEY in metadata:
+                report["threshold"] = json.loads(metadata[THRESHOLD_KEY])["value"]
+            if VALIDATION_KEY in metadata:
+                report["validation"] = json.loads(metadata[VALIDATION_KEY])
             if check:
                 report.update(check_onnx(embedder, temp, images=check_images, batch_sizes=batch_sizes,
                                          tolerance=tolerance))
@@ -110,6 +162,25 @@ def export_onnx(source: Any, out: str | os.PathLike, *, opset: int = 17, exporte
                 leftover.unlink()
     report["bytes"] = out.stat().st_size
     return report
+
+
+def run_metadata(source: Any) -> dict[str, str]:
+    """What a run hands its export besides the input convention: its decision threshold and validation settings
+    (:mod:`.thresholds`), as ONNX metadata entries; ``{}`` for a source that is not a run."""
+    if not isinstance(source, (str, os.PathLike)):
+        return {}
+    metadata = {}
+    carried = model_threshold(source)
+    if carried.calibrated:
+        name = Path(source).name if Path(source).is_dir() else Path(source).parent.name
+        record = carried.to_dict()
+        if record.get("measured_on"):
+            record["measured_on"] = str(record["measured_on"]).replace("of the run", f"of run {name}")
+        metadata[THRESHOLD_KEY] = json.dumps(record)
+    settings = validation_settings(source)
+    if settings:
+        metadata[VALIDATION_KEY] = json.dumps(settings)
+    return metadata
 
 
 def check_onnx(embedder: TorchEmbedder, onnx_path: str | os.PathLike, *, images: np.ndarray | None = None,
@@ -143,4 +214,5 @@ def check_onnx(embedder: TorchEmbedder, onnx_path: str | os.PathLike, *, images:
             "checked_batches": [len(b) for b in batches]}
 
 
-__all__ = ["export_onnx", "check_onnx", "EXPORTERS"]
+__all__ = ["export_onnx", "check_onnx", "EXPORTERS", "run_metadata", "quiet_expected_export_messages",
+           "EXPECTED_EXPORT_MESSAGES"]

@@ -20,6 +20,7 @@ import json
 import math
 import os
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -31,7 +32,7 @@ from tqdm.auto import tqdm
 from ..data.datasets import ImageFolderDataset, ListFileDataset, build_dataset
 from ..data.recordio import RecordWriter, pack_image_record
 from ..data.synthetic import SyntheticConfig, SyntheticFaceDataset, identity_name
-from ..errors import DataError, InvalidOptionError
+from ..errors import DataError, FaceSphereWarning, InvalidOptionError
 from ..infer.embedders import embed_images
 from ..run.directory import load_run
 
@@ -51,6 +52,9 @@ __all__ = [
 
 #: The angle threshold of the sub-center ArcFace paper / ``drop.py`` (degrees).
 DEFAULT_THRESHOLD = 75.0
+#: dropping more than this fraction of the readable images is reported as a threshold that suits the model badly
+#: (label noise in real data sets is a few to ~30 %; a cleaner that removes more is mostly removing hard positives)
+SUSPICIOUS_DROP_FRACTION = 0.3
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -465,6 +469,16 @@ def clean_dataset(run_dir: str | os.PathLike[str], data_spec: str | None, out_di
     }
     if data.true_labels is not None:
         report["label_noise"] = _noise_scores(~keep, data.true_labels != labels)
+    far_dropped = int((~keep & readable).sum())
+    if readable.any() and far_dropped > SUSPICIOUS_DROP_FRACTION * int(readable.sum()):
+        share = far_dropped / int(readable.sum())
+        angles = angle[readable]
+        report["warning"] = (
+            f"the threshold dropped {100 * share:.0f} % of the readable images ({far_dropped} of "
+            f"{int(readable.sum())}), more than label noise explains: {float(threshold):g}° suits this model badly "
+            f"(its median angle to the dominant sub-centre is {float(np.median(angles)):.1f}°); look at angles.png "
+            "and choose --threshold from the gap between the two groups, or train the model longer")
+        warnings.warn(report["warning"], FaceSphereWarning, stacklevel=2)
     (out / "report.json").write_text(json.dumps(report, indent=1))
     plot_angles(angle[readable], keep[readable], float(threshold), out / "angles.png",
                 title=f"{report['num_dropped']} of {n} images dropped ({config.head.name}, K = {k})")

@@ -303,3 +303,44 @@ def test_missing_optional_dependencies_are_named(monkeypatch):
         SCRFDDetector(SCRFD)
     with pytest.raises(FaceSphereError, match=r"facesphere\[onnx\]"):
         YuNetDetector(YUNET)
+
+
+def test_every_detector_caps_the_photo_side_and_maps_faces_back():
+    from facesphere.infer.detectors.base import DEFAULT_MAX_SIDE, Detection, FaceDetector
+
+    class Recorder(FaceDetector):
+        def __init__(self, max_side=DEFAULT_MAX_SIDE):
+            self.max_side = max_side
+            self.seen = None
+
+        def _detect(self, image):
+            self.seen = image.shape
+            h, w = image.shape[:2]
+            return [Detection(np.array([w / 4, h / 4, w / 2, h / 2]), 0.9, np.tile([[w / 3, h / 3]], (5, 1)))]
+
+    big = np.zeros((1500, 3000, 3), np.uint8)
+    detector = Recorder()
+    (face,) = detector.detect(big)
+    assert detector.seen[:2] == (480, 960)  # longer side capped at 960, aspect ratio kept
+    np.testing.assert_allclose(face.box, [750, 375, 1500, 750])  # back in the photo's pixels
+    np.testing.assert_allclose(face.landmarks[0], [1000, 500])
+    uncapped = Recorder(max_side=None)
+    uncapped.detect(big)
+    assert uncapped.seen[:2] == (1500, 3000)
+    small = Recorder()
+    small.detect(np.zeros((250, 250), np.uint8))
+    assert small.seen == (250, 250, 3)
+
+
+def test_yunet_finds_a_large_face_in_a_large_photo():
+    """Shrinking large photos before YuNet (default max side 960): the face of an LFW photo enlarged to 2000 px."""
+    require(YUNET, DATA / "lfw" / "images", modules=("cv2",))
+    from PIL import Image
+
+    photo = np.asarray(Image.fromarray(lfw_photos(1)[0]).resize((2000, 2000), Image.BILINEAR))
+    faces = build_detector(YUNET).detect(photo)
+    assert faces, "no face found in the enlarged photo"
+    best = max(faces, key=lambda d: d.score)
+    assert 600 < best.centre[0] < 1400 and 600 < best.centre[1] < 1400 and best.width > 400  # in photo pixels
+    with pytest.raises(InvalidOptionError, match="max_side"):
+        build_detector(YUNET, max_side=5)

@@ -37,6 +37,7 @@ from ...data.image import read_image
 from ...errors import DataError, FaceSphereError, InvalidOptionError, UnknownNameError
 from ...registry import Registry
 from .base import (
+    DEFAULT_MAX_SIDE,
     ONNX_EXTRA,
     Detection,
     FaceDetector,
@@ -65,6 +66,7 @@ __all__ = [
     "decode_scrfd",
     "detector_kind",
     "CHOOSE_RULES",
+    "DEFAULT_MAX_SIDE",
 ]
 
 #: Every face detector, by the name :func:`detector_kind` gives its weights.
@@ -147,7 +149,8 @@ def build_detector(path: str | os.PathLike[str] | FaceDetector, **options: Any) 
     or a folder holding MTCNN's ``pnet.onnx``, ``rnet.onnx``, ``onet.onnx``.
 
     ``options`` go to :class:`SCRFDDetector` / :class:`YuNetDetector` / :class:`MTCNNDetector`
-    (``score_threshold``, ``nms_threshold``, ``input_size``, ``max_faces``, ``threads``; YuNet ``top_k``; MTCNN
+    (``score_threshold``, ``nms_threshold``, ``input_size``, ``max_faces``, ``threads``, ``max_side`` (every
+    detector: photos larger than this are shrunk before detection, default 960); YuNet ``top_k``; MTCNN
     ``min_face_size``, ``scale_factor``, ``thresholds``); an option the detector does not take is an
     :class:`~facesphere.errors.InvalidOptionError`. A detector object is returned as is.
     """

@@ -14,9 +14,15 @@ from ...data.image import as_rgb_uint8
 from ...errors import DataError, FaceSphereError, InvalidOptionError
 
 __all__ = ["Detection", "FaceDetector", "nms", "anchor_centres", "as_rgb", "resize_rgb", "letterbox", "unscale",
-           "onnx_session", "check_thresholds", "input_size_option", "ONNX_EXTRA"]
+           "onnx_session", "check_thresholds", "input_size_option", "check_max_side", "ONNX_EXTRA",
+           "DEFAULT_MAX_SIDE"]
 
 ONNX_EXTRA = 'pip install "facesphere[onnx]"'
+
+#: Every detector shrinks a photo whose longer side exceeds this many pixels before detecting (boxes and landmarks
+#: are mapped back to the photo's pixels). Large faces in large photos are found again (YuNet misses them at full
+#: size) and memory stays bounded; ``max_side=None`` detects at full size.
+DEFAULT_MAX_SIDE = 960
 
 
 @dataclass(eq=False)
@@ -177,14 +183,43 @@ def input_size_option(input_size: int | Sequence[int] | None, what: str) -> tupl
     return size
 
 
+def check_max_side(max_side: int | None) -> int | None:
+    """``max_side`` (a positive int or None) checked."""
+    if max_side is None:
+        return None
+    if isinstance(max_side, bool) or not isinstance(max_side, (int, np.integer)) or max_side < 32:
+        raise InvalidOptionError(f"max_side must be an integer of at least 32 pixels or None, got {max_side!r}")
+    return int(max_side)
+
+
 class FaceDetector:
-    """Base class: ``detect(image) -> list[Detection]`` (best score first)."""
+    """Base class: ``detect(image) -> list[Detection]`` (best score first).
+
+    Subclasses implement ``_detect(rgb)`` on a uint8 RGB image; :meth:`detect` first shrinks a photo whose longer
+    side exceeds ``max_side`` (aspect ratio kept) and maps the boxes and landmarks back to the photo's pixels.
+    """
 
     name = "detector"
     path: Path
+    max_side: int | None = DEFAULT_MAX_SIDE
+
+    def _detect(self, image: np.ndarray) -> list[Detection]:
+        raise NotImplementedError
 
     def detect(self, image: np.ndarray) -> list[Detection]:
-        raise NotImplementedError
+        """Faces in uint8 RGB ``(H, W, 3)`` or grey ``(H, W)`` ``image``, best score first, in its pixels."""
+        rgb = as_rgb(image)
+        height, width = rgb.shape[:2]
+        limit = self.max_side
+        if limit is None or max(height, width) <= limit:
+            return self._detect(rgb)
+        factor = limit / max(height, width)
+        new_w, new_h = max(1, int(round(width * factor))), max(1, int(round(height * factor)))
+        scale = np.array([new_w / width, new_h / height])
+        faces = self._detect(resize_rgb(rgb, new_w, new_h))
+        for face in faces:
+            face.box, face.landmarks = face.box / np.tile(scale, 2), face.landmarks / scale
+        return faces
 
     def __call__(self, image: np.ndarray) -> list[Detection]:
         return self.detect(image)

@@ -35,7 +35,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ...errors import DataError, InvalidOptionError
-from .base import Detection, FaceDetector, as_rgb, nms, onnx_session, resize_rgb
+from .base import DEFAULT_MAX_SIDE, Detection, FaceDetector, as_rgb, check_max_side, nms, onnx_session, resize_rgb
 
 __all__ = [
     "MTCNNDetector",
@@ -245,6 +245,8 @@ class MTCNNDetector(FaceDetector):
             which onnxruntime's thread pool costs more than it gains, most of all on a busy machine: both are timed
             by ``benchmarks/infer.py``, docs/benchmarks.md; ``None``: onnxruntime's default).
         pnet, rnet, onet: explicit paths to one or more of the networks, instead of the files in ``path``.
+        max_side: photos whose longer side exceeds this are shrunk first (default 960; ``None``: never), so the
+            pyramid of a large photo stays bounded (``min_face_size`` then counts pixels of the shrunk photo).
     """
 
     name = "mtcnn"
@@ -256,7 +258,8 @@ class MTCNNDetector(FaceDetector):
                  scale_factor: float = 0.709, thresholds: Sequence[float] = (0.6, 0.7, 0.7),
                  score_threshold: float | None = None, max_faces: int | None = None, threads: int | None = 1,
                  pnet: str | os.PathLike[str] | None = None, rnet: str | os.PathLike[str] | None = None,
-                 onet: str | os.PathLike[str] | None = None) -> None:
+                 onet: str | os.PathLike[str] | None = None, max_side: int | None = DEFAULT_MAX_SIDE) -> None:
+        self.max_side = check_max_side(max_side)
         explicit = [pnet, rnet, onet]
         if path is None and any(p is None for p in explicit):
             raise InvalidOptionError("MTCNNDetector needs the folder holding pnet.onnx, rnet.onnx and onet.onnx, or "
@@ -388,8 +391,7 @@ class MTCNNDetector(FaceDetector):
         keep = nms_min(final, probability, NMS_ONET_MIN)
         return final[keep], probability[keep], landmarks[keep]
 
-    def detect(self, image: np.ndarray) -> list[Detection]:
-        """Faces in uint8 RGB ``(H, W, 3)`` or grey ``(H, W)`` ``image``, best score first."""
+    def _detect(self, image: np.ndarray) -> list[Detection]:
         rgb = as_rgb(image)
         boxes, scores, landmarks = self.output(rgb, self.refine(rgb, self.proposals(rgb)))
         count = len(scores) if self.max_faces is None else min(len(scores), self.max_faces)

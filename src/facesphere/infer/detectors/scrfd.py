@@ -17,10 +17,12 @@ import numpy as np
 
 from ...errors import DataError, InvalidOptionError
 from .base import (
+    DEFAULT_MAX_SIDE,
     Detection,
     FaceDetector,
     anchor_centres,
     as_rgb,
+    check_max_side,
     check_thresholds,
     input_size_option,
     letterbox,
@@ -46,6 +48,8 @@ class SCRFDDetector(FaceDetector):
         nms_threshold: IoU above which the lower-scoring of two overlapping boxes is dropped.
         max_faces: keep at most this many faces (best first); ``None``: all.
         threads: onnxruntime intra-op threads (default: onnxruntime's choice).
+        max_side: photos whose longer side exceeds this are shrunk first (default 960; ``None``: never), see
+            :class:`~.base.FaceDetector`; with the default ``input_size`` the network input is smaller anyway.
     """
 
     name = "scrfd"
@@ -53,8 +57,10 @@ class SCRFDDetector(FaceDetector):
 
     def __init__(self, path: str | os.PathLike[str], input_size: int | Sequence[int] | None = 640,
                  score_threshold: float = 0.5, nms_threshold: float = 0.4, max_faces: int | None = None,
-                 upscale: bool = False, threads: int | None = None) -> None:
+                 upscale: bool = False, threads: int | None = None,
+                 max_side: int | None = DEFAULT_MAX_SIDE) -> None:
         self.path = Path(path)
+        self.max_side = check_max_side(max_side)
         check_thresholds(score_threshold, nms_threshold)
         self.score_threshold = float(score_threshold)
         self.nms_threshold = float(nms_threshold)
@@ -106,8 +112,7 @@ class SCRFDDetector(FaceDetector):
         except DataError as error:
             raise DataError(f"{self.path}: {error}") from None
 
-    def detect(self, image: np.ndarray) -> list[Detection]:
-        """Faces in uint8 RGB ``(H, W, 3)`` or grey ``(H, W)`` ``image``, best score first."""
+    def _detect(self, image: np.ndarray) -> list[Detection]:
         rgb = as_rgb(image)
         blob, scale = self._prepare(rgb)
         outputs = self.session.run(self.output_names, {self.input_name: blob})

@@ -24,6 +24,9 @@ float32 matrix product when faiss is not installed, and are then re-scored in fl
 until float32 rounding provably cannot change the answer, so both backends return the same entries, scores and
 order. Ties are broken by the smaller entry id (the earlier added). ``index="ivf"`` / ``"hnsw"`` are approximate
 FAISS indexes for large galleries (exact numpy search when faiss is missing). See ``docs/gallery.md``.
+
+:mod:`facesphere.infer.enrol` does the everyday work on top: folders of people to identities, enrolling without duplicates, the
+recogniser recipe recorded in the gallery, and known / unknown decisions at the model's threshold.
 """
 
 from ...errors import GalleryLockedError

@@ -39,6 +39,8 @@ METRICS = ("cosine", "ip")
 INDEX_KINDS = ("flat", "ivf", "hnsw")
 BACKENDS = ("auto", "faiss", "numpy")
 _SQL_CHUNK = 500  # ids per "IN (...)" query
+_OWN_META = frozenset({"format", "format_version", "dim", "metric", "index", "index_options", "model", "uuid",
+                       "version", "token", "remove_version", "max_norm", "created"})
 
 
 class GalleryWarning(UserWarning):
@@ -600,6 +602,21 @@ class Gallery:
         with self._mutex, self._lock.hold(), self._transaction(write=True) as connection:
             connection.execute("UPDATE meta SET value = ? WHERE key = 'model'", (model,))
 
+    def get_meta(self, key: str) -> str | None:
+        """An application value recorded with :meth:`set_meta` (None when absent)."""
+        with self._mutex:
+            row = self._connection.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_meta(self, key: str, value: str | None) -> None:
+        """Record an application value in the ``meta`` table (e.g. ``model_source``: how to open the gallery's
+        recogniser); the gallery's own keys are refused."""
+        self._require_writable()
+        if key in _OWN_META:
+            raise InvalidOptionError(f"{key!r} is managed by the gallery itself; use another meta key")
+        with self._mutex, self._lock.hold(), self._transaction(write=True) as connection:
+            connection.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
     # --- reading ------------------------------------------------------------------------------------------------
     @property
     def model(self) -> str | None:
@@ -626,10 +643,21 @@ class Gallery:
                 "SELECT identity, COUNT(*) FROM entries GROUP BY identity ORDER BY identity").fetchall()
         return {name: int(count) for name, count in rows}
 
-    def entries(self, ids: Sequence[int] | None = None, *, identity: str | None = None) -> list[Entry]:
-        """The entries ``ids`` (those that exist, ascending), those of ``identity``, or all of them."""
+    def entries(self, ids: Sequence[int] | None = None, *, identity: str | None = None,
+                paths: Sequence[str] | None = None) -> list[Entry]:
+        """The entries ``ids`` (those that exist, ascending), those of ``identity``, those whose image path is one
+        of ``paths`` (as stored), or all of them."""
         with self._mutex:
-            if ids is not None:
+            if paths is not None:
+                rows = []
+                wanted_paths = [os.fspath(p) for p in paths]
+                for start in range(0, len(wanted_paths), _SQL_CHUNK):
+                    chunk = wanted_paths[start:start + _SQL_CHUNK]
+                    rows += self._connection.execute(
+                        "SELECT id, identity, path, added, extra FROM entries "
+                        f"WHERE path IN ({','.join('?' * len(chunk))})", chunk).fetchall()
+                rows.sort()
+            elif ids is not None:
                 wanted = [int(i) for i in np.asarray(ids, dtype=np.int64).ravel()]
                 rows = []
                 for start in range(0, len(wanted), _SQL_CHUNK):
