@@ -83,7 +83,7 @@ def test_exclude_drops_identities_and_renumbers_labels(folder, tmp_path):
     bad = [train_set.samples[(0, i)] for i in range(len(train_set.samples))]
     assert sum(isinstance(b, BadSample) for b in bad) == 2 and all(
         "id1" in b.source for b in bad if isinstance(b, BadSample))
-    with pytest.raises(DataError, match="identity list not found"):
+    with pytest.raises(DataError, match="list of identity names not found"):
         build_train_set(_config(folder, "--data.exclude", f"[{tmp_path / 'missing.txt'}]"))
     everyone = tmp_path / "all.txt"
     everyone.write_text("id0\nid1\nid2\n")

@@ -8,10 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from ..data.recordio import pack_folder, unpack
+from ..data.split import make_heldout_split
 from ..data.synthetic import write_synthetic_folder
 from ..data.verify import verify_dataset
 from ..infer.align_folder import ALIGN_NO_FACE, JPEG_QUALITY, align_folder
-from .common import add_detector_options, detector_options
+from ..infer.detectors import build_detector
+from ..infer.embedders import load_embedder
+from ..workflows.overlap import find_overlap, format_summary
+from .common import add_detector_options, add_model_options, check_detector_args, detector_options, model_options
 
 
 def _cmd_data_synth(args: argparse.Namespace) -> int:
@@ -64,6 +68,40 @@ def _cmd_data_align(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_overlap(args: argparse.Namespace) -> int:
+    check_detector_args(args)
+    embedder = load_embedder(args.model, **model_options(args))
+    detector = build_detector(args.detector, **detector_options(args)) if args.detector else None
+    threshold = args.threshold if args.threshold == "auto" else float(args.threshold)
+    report = find_overlap(embedder, args.train, args.against, args.out, threshold=threshold, null_rate=args.null_rate,
+                          grayscale=args.grayscale, detector=detector, flip=args.flip, batch_size=args.batch_size,
+                          sheet_pairs=args.sheet, progress=not args.quiet, model_name=str(args.model))
+    print(format_summary(report, args.out))
+    return 0
+
+
+def _threshold(text: str) -> str:
+    if text == "auto":
+        return text
+    try:
+        float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a cosine, got {text!r}") from None
+    return text
+
+
+def _cmd_data_split(args: argparse.Namespace) -> int:
+    summary = make_heldout_split(args.train, args.out, exclude=args.exclude or [], fraction=args.fraction,
+                                 group=args.group, folds=args.folds, pairs_per_fold=args.pairs_per_fold,
+                                 same_group=args.same_group, seed=args.seed)
+    print(json.dumps({key: summary[key] for key in ("identities", "heldout_groups", "heldout_identities",
+                                                      "heldout_images", "training_identities", "training_images")},
+                     indent=2))
+    print(f"pairs: {args.out / 'heldout_pairs.txt'} (use --data.val pairs:...); held-out identities: "
+          f"{args.out / 'heldout_identities.txt'} (use --data.exclude ...)")
+    return 0
+
+
 def register(commands: Any) -> None:
     data = commands.add_parser("data", help="datasets: synth, pack, unpack, verify, align")
     data_commands = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
@@ -92,6 +130,44 @@ def register(commands: Any) -> None:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_data_verify)
     _register_align(data_commands)
+
+    p = data_commands.add_parser(
+        "overlap", help="find training identities that are also in a test set (to exclude them from training)",
+        description="Embed both sets with MODEL, compare identity mean embeddings, and list every training identity "
+        "whose best cosine to a test identity passes the threshold (default: measured on the test set, see "
+        "docs/data.md). Writes OUT/overlap.txt (names; train with --data.exclude OUT/overlap.txt), report.json, "
+        "matches.tsv, contact_sheet.png and scores.png.")
+    p.add_argument("train", metavar="TRAIN", help="folder:DIR, list:FILE, rec:PREFIX or a bare path")
+    p.add_argument("--against", required=True, metavar="TEST", help="the test set: the same kinds, or lfw:DIR")
+    p.add_argument("--model", required=True, help="run directory, checkpoint, backbone.pth (with --arch) or .onnx")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR")
+    p.add_argument("--threshold", type=_threshold, default="auto",
+                   help="cosine above which two identity means are one person (default auto: measured)")
+    p.add_argument("--null-rate", type=float, default=0.05,
+                   help="auto threshold: the share of non-matching identities allowed above it (default 0.05)")
+    p.add_argument("--grayscale", action="store_true", help="compare grayscale versions of both sets (grey test sets)")
+    p.add_argument("--sheet", type=int, default=24, help="closest pairs shown in contact_sheet.png (0: none)")
+    p.add_argument("--quiet", action="store_true")
+    add_model_options(p, batch_size=64, face_choice=False)
+    p.set_defaults(func=_cmd_data_overlap)
+
+    p = data_commands.add_parser(
+        "split", help="hold out whole identities (or groups, e.g. families) and make verification pairs from them",
+        description="Write OUT/heldout_pairs.txt (10 folds that no identity or group crosses; validate with "
+        "--data.val pairs:OUT/heldout_pairs.txt) and OUT/heldout_identities.txt (train with --data.exclude on it).")
+    p.add_argument("train", metavar="TRAIN", help="folder:DIR or list:FILE (pairs name image files)")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR")
+    p.add_argument("--exclude", action="append", default=None, metavar="FILE",
+                   help="identity names to leave out entirely, e.g. data overlap's overlap.txt (repeatable)")
+    p.add_argument("--fraction", type=float, default=0.1, help="share of identities with 2+ images held out")
+    p.add_argument("--group", default=None, metavar="REGEX",
+                   help=r"hold out whole groups: a regex whose first group names an identity's group, e.g. '^(F\d+)_'")
+    p.add_argument("--folds", type=int, default=10)
+    p.add_argument("--pairs-per-fold", type=int, default=300, help="pairs per fold, half genuine (default 300)")
+    p.add_argument("--same-group", type=float, default=0.5,
+                   help="with --group: share of impostor pairs between members of one group (default 0.5)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_data_split)
 
 
 def _register_align(data_commands: Any) -> None:

@@ -21,6 +21,7 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -42,6 +43,7 @@ __all__ = [
     "Batch",
     "collate_skip_bad",
     "build_dataset",
+    "read_identity_list",
     "scan_image_folder",
     "parse_list_file",
 ]
@@ -448,6 +450,19 @@ def collate_skip_bad(batch: Sequence[Any]) -> Batch:
     if not isinstance(labels, torch.Tensor):  # pragma: no cover - labels are ints
         labels = torch.as_tensor(labels)
     return Batch(images, labels.to(torch.int64), num_bad)
+
+
+def read_identity_list(path: str | os.PathLike[str]) -> list[str]:
+    """Identity (class) names, one per line (blank lines and ``#`` comments ignored), as ``data.exclude``,
+    ``facesphere data overlap`` and ``facesphere data split`` write them; errors name the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{path}: list of identity names not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: cannot read the list of identity names ({error})") from None
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
 def build_dataset(

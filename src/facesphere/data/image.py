@@ -15,14 +15,14 @@ import io
 import os
 import struct
 import warnings
-from typing import Literal
+from typing import Literal, Sequence
 
 import numpy as np
 from PIL import Image, ImageFile
 
 from ..errors import DataError, InvalidOptionError
 
-__all__ = ["IMAGE_EXTENSIONS", "decode_image", "read_image", "is_image_file", "image_size"]
+__all__ = ["IMAGE_EXTENSIONS", "decode_image", "read_image", "is_image_file", "image_size", "as_rgb_uint8", "image_grid"]
 
 #: File name extensions (lower case) that the folder readers treat as images. The same set as
 #: :data:`facesphere.data.recordio.IMAGE_EXTENSIONS`, so a folder and its packed RecordIO agree on class ids.
@@ -191,3 +191,23 @@ def as_rgb_uint8(image: np.ndarray, source: str) -> np.ndarray:
     if array.shape[0] < 1 or array.shape[1] < 1:
         raise DataError(f"{source}: the image is empty (shape {array.shape})")
     return np.ascontiguousarray(array)
+
+
+def image_grid(rows: Sequence[Sequence[np.ndarray | None]], *, gap: int = 2, fill: int = 255) -> np.ndarray:
+    """uint8 RGB images laid out in rows (``None`` leaves a cell empty) as one uint8 ``(H, W, 3)`` sheet with ``gap``
+    pixels of ``fill`` between cells; every cell is as large as the largest image."""
+    cells = [image for row in rows for image in row if image is not None]
+    if not cells:
+        raise DataError("image_grid: no images to lay out")
+    h = max(image.shape[0] for image in cells)
+    w = max(image.shape[1] for image in cells)
+    cols = max(len(row) for row in rows)
+    sheet = np.full((len(rows) * (h + gap) + gap, cols * (w + gap) + gap, 3), fill, dtype=np.uint8)
+    for r, row in enumerate(rows):
+        for c, image in enumerate(row):
+            if image is None:
+                continue
+            image = as_rgb_uint8(image, "image_grid")
+            y, x = gap + r * (h + gap), gap + c * (w + gap)
+            sheet[y:y + image.shape[0], x:x + image.shape[1]] = image
+    return sheet

@@ -20,14 +20,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..data.datasets import BadSample, build_dataset, collate_skip_bad
+from ..data.datasets import (
+    BadSample,
+    build_dataset,
+    collate_skip_bad,
+    read_identity_list,
+)
 from ..data.synthetic import SyntheticConfig, SyntheticFaceDataset, identity_name
 from ..data.transforms import Augmentation
 from ..errors import DataError
@@ -142,18 +146,6 @@ class TrainSet:
     num_classes: int
     labels: np.ndarray
     description: str
-
-
-def read_identity_list(path: str | Path) -> list[str]:
-    """Identity names, one per line (blank lines and ``#`` comments ignored); errors name the file."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{path}: identity list not found (data.exclude)") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise DataError(f"{path}: cannot read the identity list ({error})") from None
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
 def build_train_set(config: Config) -> TrainSet:

@@ -38,7 +38,7 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..data.image import read_image
+from ..data.image import image_grid, read_image
 from ..data.transforms import resize
 from ..errors import DataError, InvalidOptionError
 from ..run.directory import load_run
@@ -298,13 +298,8 @@ def to_uint8(x: torch.Tensor, *, mean: float, std: float, color: str) -> np.ndar
 
 def save_grid(images: np.ndarray, path: str | os.PathLike[str], *, columns: int | None = None, gap: int = 2) -> Path:
     """Write uint8 (n, H, W, 3) images as one PNG grid (white gaps)."""
-    n, h, w, _ = images.shape
-    cols = columns or min(n, 8)
-    rows = math.ceil(n / cols)
-    sheet = np.full((rows * (h + gap) + gap, cols * (w + gap) + gap, 3), 255, dtype=np.uint8)
-    for i, img in enumerate(images):
-        r, c = divmod(i, cols)
-        sheet[gap + r * (h + gap): gap + r * (h + gap) + h, gap + c * (w + gap): gap + c * (w + gap) + w] = img
+    cols = columns or min(len(images), 8)
+    sheet = image_grid([list(images[start:start + cols]) for start in range(0, len(images), cols)], gap=gap)
     out = Path(path)
     Image.fromarray(sheet).save(out, format="PNG")
     return out

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from ...errors import InvalidOptionError
+from ..image import image_grid
 from .dataset import noisy_labels
 from .identity import SyntheticConfig, check_nonneg_int, identity_name
 from .render import SyntheticFaces
@@ -177,15 +178,9 @@ def contact_sheet(
     num_identities = check_nonneg_int(num_identities, "num_identities", 1)
     images_per_identity = check_nonneg_int(images_per_identity, "images_per_identity", 1)
     faces = SyntheticFaces(SyntheticConfig(seed=seed, difficulty=difficulty, cache_size=1))
-    s = faces.config.image_size
-    cols = images_per_identity + (1 if canonical_column else 0)
-    sheet = np.full((num_identities * (s + gap) + gap, cols * (s + gap) + gap, 3), 255, dtype=np.uint8)
-    for r in range(num_identities):
-        row = ([faces.render(r, 0, difficulty=0.0)] if canonical_column else []) + [
-            faces.render(r, k) for k in range(images_per_identity)]
-        for c, img in enumerate(row):
-            y, x = gap + r * (s + gap), gap + c * (s + gap)
-            sheet[y:y + s, x:x + s] = img
+    sheet = image_grid([([faces.render(r, 0, difficulty=0.0)] if canonical_column else [])
+                        + [faces.render(r, k) for k in range(images_per_identity)] for r in range(num_identities)],
+                       gap=gap)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(sheet).save(out, format="PNG", optimize=True)
