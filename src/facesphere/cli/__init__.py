@@ -42,7 +42,15 @@ _default_format = warnings.formatwarning
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    warnings.formatwarning = _format_warning
+    previous = warnings.formatwarning
+    warnings.formatwarning = _format_warning  # facesphere's own warnings read "facesphere: warning: ..."
+    try:
+        return _main(argv)
+    finally:
+        warnings.formatwarning = previous
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if getattr(args, "accepts_overrides", False):

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import DataError
 from .binfile import read_bin
-from .dropped import dropped_note
+from .dropped import DROPPED_NAME, dropped_note
 from .image import decode_image, read_image
 from .specs import PAIR_KINDS, DataSpec, parse_data_spec
 from .synthetic import synthetic_pairs
@@ -296,6 +296,8 @@ def read_lfw_spec(path: str | os.PathLike[str], *, check_files: bool = True) -> 
     try:
         return read_lfw_pairs(pairs_file, root, check_files=check_files)
     except DataError as error:
+        if DROPPED_NAME in str(error):  # the images are missing because align dropped them, not for their names
+            raise
         raise DataError(f"{error} {LFW_HINT}") from None
 
 
