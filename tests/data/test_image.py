@@ -229,3 +229,8 @@ def test_the_pixel_limit_is_a_setting(monkeypatch):
     monkeypatch.setattr(limits, "MAX_IMAGE_PIXELS", 100_000)
     with pytest.raises(DataError, match=r"^big\.png: image is 500x500 \(HxW\) = 250000 pixels, more than"):
         decode_image(data, source="big.png")
+
+
+def test_a_path_with_a_nul_byte_is_a_data_error():
+    with pytest.raises(DataError, match="not a valid file path"):
+        read_image("faces/a\0b.jpg")

@@ -589,6 +589,12 @@ def test_huge_idx_keys_and_offsets_are_data_errors(small_set):
         with pytest.raises(DataError) as e:
             RecordIOFaceSet(small_set)
         assert str(idx) in str(e.value) and problem in str(e.value)
+    idx.write_text("")  # an empty index is not an empty set: the .rec holds records
+    with pytest.raises(DataError, match=r"train\.idx: the index lists no records but .*train\.rec holds"):
+        RecordIOFaceSet(small_set)
+    idx.write_text("".join(good.splitlines(keepends=True)[1:3]))  # keys 1, 2 only: a smaller "headerless" set
+    with pytest.raises(DataError, match=r"starts with an InsightFace header record but the index has no key 0"):
+        RecordIOFaceSet(small_set)
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -1.0, 2.5, 1e30])

@@ -216,17 +216,18 @@ print(json.dumps(out))
 
 
 def _onnx_with_external_data(folder, location: str):
-    """A 1-node MatMul graph (249 bytes or so) whose weight lives in external data at ``location``."""
+    """A tiny recogniser (1x1 conv, global pooling; ~400 bytes) whose weight lives in external data at ``location``."""
     pytest.importorskip("onnx")
     from onnx import TensorProto, helper
 
-    weight = TensorProto(name="W", data_type=TensorProto.FLOAT, dims=[3, 4], data_location=TensorProto.EXTERNAL)
-    for key, value in {"location": location, "offset": "0", "length": "48"}.items():
+    weight = TensorProto(name="W", data_type=TensorProto.FLOAT, dims=[2, 3, 1, 1], data_location=TensorProto.EXTERNAL)
+    for key, value in {"location": location, "offset": "0", "length": "24"}.items():
         entry = weight.external_data.add()
         entry.key, entry.value = key, value
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [weight])
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"]), helper.make_node("GlobalAveragePool", ["c"], ["p"]),
+             helper.make_node("Flatten", ["p"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])], [weight])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     folder.mkdir(parents=True, exist_ok=True)
@@ -238,7 +239,7 @@ def _onnx_with_external_data(folder, location: str):
 def test_onnx_refused_by_onnxruntime_for_safety_never_falls_back_to_opencv(tmp_path):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("cv2")
-    (tmp_path / "secret.bin").write_bytes(np.arange(12, dtype=np.float32).tobytes())
+    (tmp_path / "secret.bin").write_bytes(np.arange(6, dtype=np.float32).tobytes())
     path = _onnx_with_external_data(tmp_path / "model", "../secret.bin")
     child = run_isolated(CHILD_LOAD_ONNX, str(path), timeout=180)
     assert child.returncode == 0, f"exit {child.returncode}: {child.stdout[-500:]} {child.stderr[-3000:]}"
@@ -255,6 +256,8 @@ def test_onnx_external_data_inside_the_folder_still_loads(tmp_path):
     pytest.importorskip("onnxruntime")
     path = _onnx_with_external_data(tmp_path / "model", "weights/w.bin")
     (tmp_path / "model" / "weights").mkdir()
-    (tmp_path / "model" / "weights" / "w.bin").write_bytes(np.ones(12, dtype=np.float32).tobytes())
-    embedder = load_embedder(path, input_size=(1, 1))
-    assert type(embedder).__name__ == "OnnxRuntimeEmbedder"
+    (tmp_path / "model" / "weights" / "w.bin").write_bytes(np.ones(6, dtype=np.float32).tobytes())
+    embedder = load_embedder(path, input_mean=0.0, input_std=1.0)
+    assert type(embedder).__name__ == "OnnxRuntimeEmbedder" and embedder.input_size == (4, 4)
+    features = embedder.embed(np.full((1, 4, 4, 3), 2, np.uint8), flip="none", normalize=False)
+    np.testing.assert_allclose(features, [[6.0, 6.0]])

@@ -194,6 +194,12 @@ def test_every_float_spelling_works_on_the_command_line_and_in_yaml(tmp_path, sp
     assert config.optim.lr == config.optim.weight_decay == float(spelling) and config.head.options["s"] == 64.0
 
 
+def test_integers_written_as_whole_floats_are_integers():
+    assert load_config(None, ["--train.steps", "1e4", "--data.batch_size", "6.4e1"]).train.steps == 10000
+    with pytest.raises(ConfigError, match="train.steps: expected an integer, got 1.5"):
+        load_config(None, ["--train.steps", "1.5"])
+
+
 @pytest.mark.parametrize(
     "override,message",
     [

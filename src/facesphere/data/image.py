@@ -174,6 +174,8 @@ def read_image_bytes(path: str | os.PathLike[str]) -> bytes:
         raise DataError(f"{p}: is a directory, expected an image file") from None
     except OSError as exc:
         raise DataError(f"{p}: cannot read image file: {exc.strerror or exc}") from None
+    except ValueError as exc:  # a path with a NUL byte (from a list file, say) is not a path
+        raise DataError(f"{p!r}: not a valid file path ({exc})") from None
 
 
 def image_size(data: bytes, *, source: str) -> tuple[int, int]:

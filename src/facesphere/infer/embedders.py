@@ -6,8 +6,10 @@ One entry point, :func:`load_embedder`, for every model source a user brings:
   file: the backbone and its input convention (size, colour order, pixel mean / std) come from the run's config;
 * an InsightFace ``arcface_torch`` **backbone.pth** (``arch="iresnet50"`` …; strict key mapping, see
   :func:`facesphere.backbones.iresnet.load_arcface_torch_state_dict`), input ``(p - 127.5) / 127.5``, RGB;
-* an **ONNX** recogniser, run in onnxruntime, or in OpenCV's DNN module where onnxruntime cannot load the graph
-  (the block-quantised SFace model of OpenCV Zoo keeps its weights as graph inputs, which onnxruntime refuses).
+* an **ONNX** recogniser, run in onnxruntime, or in OpenCV's DNN module where onnxruntime loads the graph but cannot
+  run it alone (the block-quantised SFace model of OpenCV Zoo keeps its weights as graph inputs). A file onnxruntime
+  refuses (malformed, or unsafe: external data outside the model's folder) is an error with onnxruntime's reason,
+  never passed to OpenCV (docs/security.md).
   ONNX models carry no input convention: pass ``input_color`` / ``input_mean`` / ``input_std`` (pixels are fed as
   ``(p - mean) / std``). Models whose conventions are known (:data:`KNOWN_ONNX_MODELS`) get them by default;
 * an ``nn.Module`` already in memory.
@@ -299,11 +301,20 @@ def _load_onnx(path: Path, *, color: str | None, mean: float | None, std: float 
                 reason = " ".join(str(error).split())[:500] or type(error).__name__
                 raise FaceSphereError(f"{path}: cannot load this ONNX model: onnxruntime refused it ({reason})") \
                     from None
-            inputs = session.get_inputs()
-            if len(inputs) == 1:
-                shape = inputs[0].shape
-                in_size = size or (known.size if known else None) or _onnx_input_size(shape) or (112, 112)
-                return OnnxRuntimeEmbedder(path, session, input_size=in_size, **convention)
+            try:
+                inputs = session.get_inputs()
+                if len(inputs) == 1:
+                    shape = inputs[0].shape
+                    if len(shape) != 4:
+                        raise FaceSphereError(f"{path}: the model's input {inputs[0].name!r} has shape {shape}; a "
+                                              "face recogniser takes images (batch, 3, height, width)")
+                    in_size = size or (known.size if known else None) or _onnx_input_size(shape) or (112, 112)
+                    return OnnxRuntimeEmbedder(path, session, input_size=in_size, **convention)
+            except FaceSphereError:
+                raise
+            except Exception as error:  # noqa: BLE001 - e.g. names that are not UTF-8
+                raise FaceSphereError(f"{path}: cannot load this ONNX model: its inputs / outputs cannot be read "
+                                      f"({type(error).__name__}: {error})") from None
             # a graph onnxruntime loads and checks but cannot run alone: block-quantised weights stored as graph
             # inputs (OpenCV Zoo's SFace). The one case OpenCV DNN is for.
             errors.append(f"onnxruntime sees {len(inputs)} graph inputs (expected one image input)")

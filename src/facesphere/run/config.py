@@ -233,6 +233,8 @@ def _convert(value: Any, annotation: Any, where: str) -> Any:
             return value
         raise ConfigError(f"{where}: expected true or false, got {_shown(value)}")
     if annotation is int:
+        if isinstance(value, str) and _as_float(value) is not None:  # 1e4 (YAML 1.1 leaves it a string)
+            value = _as_float(value)
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
                 value = int(value)
@@ -280,8 +282,16 @@ def convert_like(value: Any, default: Any, where: str) -> Any:
     if isinstance(default, str):
         return _convert(value, str, where)
     if isinstance(default, (tuple, list)):
-        converted = _convert(value, list, where)
-        return tuple(converted) if isinstance(default, tuple) else converted
+        if isinstance(value, str):
+            value = _parse_scalar(value, where)
+        if value is None or isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a list, got {_shown(value)}")
+        items = list(value) if isinstance(value, (list, tuple)) else [value]
+        kinds = {type(v) for v in default}
+        if len(kinds) == 1 and kinds <= {bool, int, float, str}:  # items typed like the default's
+            kind = kinds.pop()
+            items = [convert_like(v, kind(), f"{where}[{i}]") for i, v in enumerate(items)]
+        return tuple(items) if isinstance(default, tuple) else items
     return value
 
 

@@ -93,6 +93,20 @@ class RecordIOFaceSet:
                         f"{head.flag} value(s); expected [a, b]"
                     )
                 is_header = True
+        elif self.idx_path is not None and len(keys) and r.size >= 8:
+            # the file starts with InsightFace's header record, but the index does not list it: an index cut
+            # short (or of another file) would silently read a different, smaller set
+            try:
+                first, _ = r.read_at(0)
+                flag = struct.unpack_from("<I", first)[0] if len(first) >= IR_SIZE else 0
+                looks_like_header = flag >= 2 and len(first) == IR_SIZE + 4 * flag
+            except DataError:
+                looks_like_header = False
+            if looks_like_header:
+                raise DataError(
+                    f"{self.idx_path}: {self.rec_path} starts with an InsightFace header record but the index has "
+                    "no key 0: the .idx is truncated or does not belong to this .rec"
+                )
         if not is_header:
             self._image_keys = keys.copy()
             self._a = self._b = None

@@ -197,6 +197,9 @@ class RecordReader:
         if keys is None:  # locate the offending line
             with open(self.path_idx, "rb") as f:
                 keys, offsets = self._parse_idx_slow(f.read())
+        if len(keys) == 0 and self.size > 0:
+            raise DataError(f"{self.path_idx}: the index lists no records but {self.path_rec} holds {self.size} bytes; "
+                            "the .idx is truncated or does not belong to this .rec")
         bad = np.flatnonzero(offsets < 0)
         if bad.size:
             i = int(bad[0])
