@@ -433,29 +433,34 @@ class OnnxReader(Reader):
             proto.ir_version = 8
             return proto.SerializeToString()
 
+        def external(location: str) -> bytes:
+            tensor = TensorProto(name="W", data_type=TensorProto.FLOAT, dims=[2, 3, 1, 1],
+                                 data_location=TensorProto.EXTERNAL)
+            for key, value in {"location": location, "offset": "0", "length": "24"}.items():
+                entry = tensor.external_data.add()
+                entry.key, entry.value = key, value
+            return model(tensor)
+
         weights = np.arange(6, dtype=np.float32).reshape(2, 3, 1, 1)
         (base / "model").mkdir()
         (base / "model" / "w.bin").write_bytes(weights.tobytes())
         (base / "secret.bin").write_bytes(weights.tobytes())
         (base / "model" / "link.bin").symlink_to(base / "secret.bin")
-        external = TensorProto(name="W", data_type=TensorProto.FLOAT, dims=[2, 3, 1, 1],
-                               data_location=TensorProto.EXTERNAL)
-        for key, value in {"location": "w.bin", "offset": "0", "length": "24"}.items():
-            entry = external.external_data.add()
-            entry.key, entry.value = key, value
+        # the external-data path itself, each a whole valid model: inside the folder, out of it with ../, absolute,
+        # through a symbolic link, a device, missing
+        locations = ["w.bin", "../secret.bin", "link.bin", str(base / "secret.bin"), "sub/../w.bin",
+                     "sub/../../secret.bin", "..", "", "missing.bin", "/dev/zero", "./w.bin", "model/../w.bin",
+                     "w.bin/../../secret.bin", "../model/w.bin", "/etc/passwd"]
+        self.variants = [external(location) for location in locations]
         files = {"model/plain.onnx": model(numpy_helper.from_array(weights, "W")),
-                 "model/external.onnx": model(external)}
+                 "model/external.onnx": self.variants[0]}
         for name, data in files.items():
             (base / name).write_bytes(data)
-        self.locations = ["w.bin", "../secret.bin", "link.bin", str(base / "secret.bin"), "sub/../w.bin",
-                          "sub/../../secret.bin", "..", "", "missing.bin", "w.bin\x00../secret.bin", "/dev/zero",
-                          "./w.bin", "model/../w.bin", "w.bin/../../secret.bin"]
         return files
 
     def mutate(self, name: str, data: bytes, rng: random.Random) -> bytes:
-        if name.endswith("external.onnx") and rng.random() < 0.5:  # the external-data path itself
-            location = rng.choice(self.locations)
-            return data.replace(b"\x12\x05w.bin", b"\x12" + bytes([len(location.encode())]) + location.encode(), 1)
+        if name.endswith("external.onnx") and rng.random() < 0.5:
+            return rng.choice(self.variants)
         return mutate(data, rng)
 
     def run(self, base: Path) -> str:

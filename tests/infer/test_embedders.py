@@ -236,11 +236,14 @@ def _onnx_with_external_data(folder, location: str):
     return path
 
 
-def test_onnx_refused_by_onnxruntime_for_safety_never_falls_back_to_opencv(tmp_path):
+@pytest.mark.parametrize("location", ["../secret.bin", "link.bin", "ABSOLUTE"])
+def test_onnx_refused_by_onnxruntime_for_safety_never_falls_back_to_opencv(tmp_path, location):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("cv2")
     (tmp_path / "secret.bin").write_bytes(np.arange(6, dtype=np.float32).tobytes())
-    path = _onnx_with_external_data(tmp_path / "model", "../secret.bin")
+    location = str(tmp_path / "secret.bin") if location == "ABSOLUTE" else location
+    path = _onnx_with_external_data(tmp_path / "model", location)
+    (tmp_path / "model" / "link.bin").symlink_to(tmp_path / "secret.bin")  # a link out of the folder
     child = run_isolated(CHILD_LOAD_ONNX, str(path), timeout=180)
     assert child.returncode == 0, f"exit {child.returncode}: {child.stdout[-500:]} {child.stderr[-3000:]}"
     out = json.loads(child.stdout.splitlines()[-1])
@@ -249,7 +252,7 @@ def test_onnx_refused_by_onnxruntime_for_safety_never_falls_back_to_opencv(tmp_p
         assert message.startswith(f"{path}: cannot load this ONNX model: onnxruntime refused it"), message
         assert "External data" in message and "OpenCV" not in message
     kind, message = out["opencv"]  # asked for by name: refused before OpenCV reads anything
-    assert kind == "DataError" and "'../secret.bin', outside the model's folder" in message
+    assert kind == "DataError" and f"{location!r}, outside the model's folder" in message
 
 
 def test_onnx_external_data_inside_the_folder_still_loads(tmp_path):

@@ -364,7 +364,10 @@ def _check_external_data(path: Path) -> None:
                 continue
             location = next((entry.value for entry in tensor.external_data if entry.key == "location"), "")
             target = (folder / location).resolve()
-            if not location or Path(location).is_absolute() or (target != folder and folder not in target.parents):
+            if not location:
+                raise DataError(f"{path}: refused: tensor {tensor.name!r} keeps its data outside the file but names "
+                                "no file")
+            if Path(location).is_absolute() or (target != folder and folder not in target.parents):
                 raise DataError(f"{path}: refused: tensor {tensor.name!r} keeps its data in {location!r}, outside "
                                 f"the model's folder {folder}")
 
