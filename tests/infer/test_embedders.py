@@ -205,12 +205,13 @@ cv2.dnn.readNet = cv2.dnn.readNetFromONNX = never
 from facesphere import load_embedder
 from facesphere.errors import FaceSphereError
 out = {}
-for backend in ("auto", "onnxruntime", "opencv"):
-    try:
-        load_embedder(sys.argv[1], backend=backend)
-        out[backend] = ["loaded", ""]
-    except FaceSphereError as error:
-        out[backend] = [type(error).__name__, str(error)]
+for path in sys.argv[1:]:
+    for backend in ("auto", "onnxruntime", "opencv"):
+        try:
+            load_embedder(path, backend=backend)
+            out[f"{path} {backend}"] = ["loaded", ""]
+        except FaceSphereError as error:
+            out[f"{path} {backend}"] = [type(error).__name__, str(error)]
 print(json.dumps(out))
 """
 
@@ -236,23 +237,24 @@ def _onnx_with_external_data(folder, location: str):
     return path
 
 
-@pytest.mark.parametrize("location", ["../secret.bin", "link.bin", "ABSOLUTE"])
-def test_onnx_refused_by_onnxruntime_for_safety_never_falls_back_to_opencv(tmp_path, location):
+def test_onnx_refused_by_onnxruntime_for_safety_never_falls_back_to_opencv(tmp_path):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("cv2")
     (tmp_path / "secret.bin").write_bytes(np.arange(6, dtype=np.float32).tobytes())
-    location = str(tmp_path / "secret.bin") if location == "ABSOLUTE" else location
-    path = _onnx_with_external_data(tmp_path / "model", location)
-    (tmp_path / "model" / "link.bin").symlink_to(tmp_path / "secret.bin")  # a link out of the folder
-    child = run_isolated(CHILD_LOAD_ONNX, str(path), timeout=180)
+    models = {}
+    for i, location in enumerate(["../secret.bin", "link.bin", str(tmp_path / "secret.bin")]):
+        models[location] = _onnx_with_external_data(tmp_path / f"model{i}", location)
+        (tmp_path / f"model{i}" / "link.bin").symlink_to(tmp_path / "secret.bin")  # a link out of the folder
+    child = run_isolated(CHILD_LOAD_ONNX, *map(str, models.values()), timeout=180)
     assert child.returncode == 0, f"exit {child.returncode}: {child.stdout[-500:]} {child.stderr[-3000:]}"
     out = json.loads(child.stdout.splitlines()[-1])
-    for backend in ("auto", "onnxruntime"):  # onnxruntime's own reason, naming the file
-        kind, message = out[backend]
-        assert message.startswith(f"{path}: cannot load this ONNX model: onnxruntime refused it"), message
-        assert "External data" in message and "OpenCV" not in message
-    kind, message = out["opencv"]  # asked for by name: refused before OpenCV reads anything
-    assert kind == "DataError" and f"{location!r}, outside the model's folder" in message
+    for location, path in models.items():
+        for backend in ("auto", "onnxruntime"):  # onnxruntime's own reason, naming the file
+            kind, message = out[f"{path} {backend}"]
+            assert message.startswith(f"{path}: cannot load this ONNX model: onnxruntime refused it"), message
+            assert "External data" in message and "OpenCV" not in message
+        kind, message = out[f"{path} opencv"]  # asked for by name: refused before OpenCV reads anything
+        assert kind == "DataError" and f"{location!r}, outside the model's folder" in message
 
 
 def test_onnx_external_data_inside_the_folder_still_loads(tmp_path):
