@@ -486,9 +486,14 @@ READERS: dict[str, Callable[[], Reader]] = {
 
 
 def child(reader_name: str, seed: int, count: int, workdir: Path) -> dict[str, Any]:
+    import resource
     import warnings
 
     from facesphere.errors import FaceSphereError
+
+    memory_mb = int(os.environ.get("FACESPHERE_FUZZ_MEMORY_MB", "0"))
+    if memory_mb:  # set here, not by the parent's preexec_fn (unsafe in a parent that runs threads)
+        resource.setrlimit(resource.RLIMIT_AS, (memory_mb << 20, memory_mb << 20))
 
     warnings.simplefilter("ignore")  # Pillow's and onnxruntime's warnings about the mutants
     reader = READERS[reader_name]()
@@ -546,8 +551,6 @@ def fuzz(reader: str, seed: int, count: int, workdir: Path, *, timeout: float = 
     failure of each kind). A crash (signal), a hang past ``timeout`` or a ``MemoryError`` under ``memory_mb`` of
     address space (default: 1 GiB without torch, 4 GiB with) ends the child and is reported as the failure
     ``crashed`` / ``hung`` with the mutant being read and a copy of it."""
-    import resource
-
     needs_torch = READERS[reader]().needs_torch
     memory_mb = memory_mb or (4096 if needs_torch else 1024)
     workdir = Path(workdir)
@@ -558,19 +561,15 @@ def fuzz(reader: str, seed: int, count: int, workdir: Path, *, timeout: float = 
     import facesphere
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-           "PYTHONFAULTHANDLER": "1",
+           "PYTHONFAULTHANDLER": "1", "FACESPHERE_FUZZ_MEMORY_MB": str(memory_mb),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(facesphere.__file__).resolve().parents[1]),
                                                        str(package), os.environ.get("PYTHONPATH")]))}
-
-    def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (memory_mb << 20, memory_mb << 20))
 
     command = [sys.executable, "-m", "tests.fuzzing", reader, str(seed), str(count), str(workdir)]
     if not needs_torch:
         command[1:3] = ["-c", _LIGHT_MAIN]
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, preexec_fn=limit,
-                              cwd=package)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=package)
     except subprocess.TimeoutExpired:
         return _died(reader, seed, count, workdir, "hung", f"still running after {timeout} s")
     if done.returncode != 0 or not done.stdout.strip():

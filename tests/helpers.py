@@ -47,15 +47,12 @@ def run_isolated(code: str, *args: str, light: bool = False, timeout: float = 12
                                                                       os.environ.get("PYTHONPATH")])),
            "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
 
-    def limit() -> None:
-        if memory_mb is not None:
-            import resource
-
-            resource.setrlimit(resource.RLIMIT_AS, (memory_mb << 20, memory_mb << 20))
-
+    # the child caps itself first thing (no preexec_fn: it is not safe in a parent that runs threads)
+    limit = "" if memory_mb is None else (
+        f"import resource\nresource.setrlimit(resource.RLIMIT_AS, ({memory_mb << 20}, {memory_mb << 20}))\n")
     try:
-        return subprocess.run([sys.executable, "-c", (LIGHT if light else "") + code, *args], capture_output=True,
-                              text=True, timeout=timeout, env=env, preexec_fn=limit)
+        return subprocess.run([sys.executable, "-c", limit + (LIGHT if light else "") + code, *args],
+                              capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired as error:
         pytest.fail(f"the child process was still running after {timeout} s (a hang?):\n"
                     f"{(error.stderr or b'')[-2000:]!r}")
