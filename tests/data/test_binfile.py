@@ -214,6 +214,11 @@ def test_malformed_dtype_states_never_reach_numpy(tmp_path):
             path = tmp_path / f"{name}_{where}.bin"
             path.write_bytes(data)
             paths.append(str(path))
+    marker = tmp_path / "ran"  # and a pickle that would run a command, in the same child
+    evil = tmp_path / "command.bin"
+    evil.write_bytes(b"\x80\x02(]q\x00cposix\nsystem\n(X" + struct.pack("<I", len(f"touch {marker}"))
+                     + f"touch {marker}".encode() + b"tRa]q\x01\x88a\x86.")
+    paths.append(str(evil))
     child = run_isolated(CHILD_READ_BIN, *paths, timeout=120, memory_mb=3072)
     assert child.returncode == 0, f"the reader crashed (signal {-child.returncode}):\n{child.stderr[-3000:]}"
     results = json.loads(child.stdout.splitlines()[-1])
@@ -222,6 +227,7 @@ def test_malformed_dtype_states_never_reach_numpy(tmp_path):
         assert kind in ("UnsafePickleError", "DataError") and message.startswith(f"{path}: "), (path, kind, message)
         assert bad >= 1  # data verify reports the file instead of crashing
     assert "not passed to numpy" in results[paths[0]][1]
+    assert "refused to load the global posix.system" in results[str(evil)][1] and not marker.exists()
 
 
 def test_huge_lengths_and_memo_indices_are_refused_before_allocating(tmp_path):

@@ -133,29 +133,33 @@ import sys, time
 from facesphere.run.config import load_config
 from facesphere.errors import ConfigError
 start = time.perf_counter()
-for arguments in ([sys.argv[1], None], [None, ["--data.val", sys.argv[2]]], [sys.argv[3], None]):
+for arguments in ([sys.argv[1], None], [None, ["--data.val", sys.argv[2]]], [sys.argv[3], None], [sys.argv[4], None]):
     try:
         load_config(*arguments)
         print("loaded")
     except ConfigError as error:
-        print(f"ConfigError {error}")
+        print("ConfigError " + " ".join(str(error).split()))
 print(f"seconds {time.perf_counter() - start:.1f}")
 """
 
 
-def test_yaml_alias_bombs_and_self_references_are_refused_quickly(tmp_path):
+def test_yaml_alias_bombs_self_references_and_tags_are_refused_quickly(tmp_path):
     bomb = tmp_path / "bomb.yaml"
     bomb.write_text(f"data:\n  val: {_alias_bomb()}\n")
     assert len(bomb.read_bytes()) < 800
     loop = tmp_path / "loop.yaml"
     loop.write_text("data:\n  val: &a [synthetic, *a]\n")
-    child = run_isolated(CHILD_LOAD_CONFIG, str(bomb), _alias_bomb(), str(loop), timeout=120, memory_mb=3072)
+    tagged = tmp_path / "tagged.yaml"  # a Python tag that would run a command under yaml.load / unsafe_load
+    tagged.write_text(f"data:\n  val: !!python/object/apply:os.system ['touch {tmp_path / 'ran'}']\n")
+    child = run_isolated(CHILD_LOAD_CONFIG, str(bomb), _alias_bomb(), str(loop), str(tagged), timeout=120,
+                         memory_mb=3072)
     assert child.returncode == 0, child.stderr[-2000:]
     lines = child.stdout.splitlines()
     assert lines[0].startswith(f"ConfigError {bomb}: holds more than 100000 values")
     assert lines[1].startswith("ConfigError command line: data.val: holds more than 100000 values")
     assert lines[2].startswith(f"ConfigError {loop}: holds more than 100000 values")
-    assert float(lines[3].split()[1]) < 20
+    assert lines[3].startswith(f"ConfigError {tagged}: not valid YAML") and not (tmp_path / "ran").exists()
+    assert float(lines[4].split()[1]) < 20
 
 
 def test_a_config_that_is_not_utf8_or_too_large_names_the_file(tmp_path):
