@@ -7,18 +7,101 @@ every test that needs the data skipping). Tests reach it only through :data:`SHA
 
 from __future__ import annotations
 
+import errno
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import facesphere
 from facesphere.data.image import read_image
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FACESPHERE_SHARED") or REPO.parent / "shared")
 DATA = SHARED / "data"
 MODELS = SHARED / "models"
+
+#: the facesphere package under test (the one this process imported), for child processes
+PACKAGE = Path(facesphere.__file__).resolve().parent
+
+#: Starts a child's code: imports ``facesphere.<sub>`` modules without running ``facesphere/__init__.py`` (which
+#: imports torch, seconds per process), for children that need only the data readers.
+LIGHT = (
+    "import sys, types\n"
+    "_package = types.ModuleType('facesphere')\n"
+    f"_package.__path__ = [{str(PACKAGE)!r}]\n"
+    "sys.modules['facesphere'] = _package\n"
+)
+
+
+def run_isolated(code: str, *args: str, light: bool = False, timeout: float = 120,
+                 memory_mb: int | None = None) -> subprocess.CompletedProcess:
+    """Run ``code`` (with ``args`` as ``sys.argv[1:]``) in a fresh Python process: a native crash, a hang or a huge
+    allocation then fails the calling test instead of killing the suite. ``memory_mb`` caps the child's address
+    space (``RLIMIT_AS``): an allocation beyond it is a ``MemoryError`` there. ``light`` starts with :data:`LIGHT`.
+    A child still running after ``timeout`` seconds fails the test."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE.parent),
+                                                                      os.environ.get("PYTHONPATH")])),
+           "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
+
+    # the child caps itself first thing (no preexec_fn: it is not safe in a parent that runs threads)
+    limit = "" if memory_mb is None else (
+        f"import resource\nresource.setrlimit(resource.RLIMIT_AS, ({memory_mb << 20}, {memory_mb << 20}))\n")
+    try:
+        return subprocess.run([sys.executable, "-c", limit + (LIGHT if light else "") + code, *args],
+                              capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired as error:
+        pytest.fail(f"the child process was still running after {timeout} s (a hang?):\n"
+                    f"{(error.stderr or b'')[-2000:]!r}")
+
+
+class _FullDiskFile:
+    """A file opened for writing on a disk with no space left: every write fails with ``ENOSPC``."""
+
+    def __init__(self, handle) -> None:
+        self._handle = handle
+
+    def write(self, data) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    writelines = write
+
+    def __getattr__(self, name):
+        return getattr(self._handle, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._handle.close()
+
+    def __iter__(self):
+        return iter(self._handle)
+
+
+def simulate_full_disk(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
+    """From now on (until ``monkeypatch`` undoes it), every file opened for writing under ``folder`` through Python's
+    ``open`` / ``io.open`` / ``Path.open`` fails at its first write with ``ENOSPC`` ("No space left on device"), as
+    on a full disk. Opening itself succeeds (and truncates, as on a real disk)."""
+    import builtins
+    import io
+
+    real_open = io.open
+    root = str(Path(folder).resolve())
+
+    def full_open(file, mode="r", *args, **kwargs):
+        handle = real_open(file, mode, *args, **kwargs)
+        writing = any(flag in mode for flag in "wax+")
+        if writing and isinstance(file, (str, os.PathLike)) and os.path.abspath(os.fspath(file)).startswith(root):
+            return _FullDiskFile(handle)
+        return handle
+
+    monkeypatch.setattr(builtins, "open", full_open)
+    monkeypatch.setattr(io, "open", full_open)
+
 
 #: a tiny training config for fast CPU tests (sfnet4, 32-d, 12 synthetic classes)
 TINY = [

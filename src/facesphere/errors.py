@@ -7,6 +7,9 @@ module that raises it.
 
 from __future__ import annotations
 
+import pickle
+import re
+
 
 class FaceSphereError(Exception):
     """Base class of every user-facing facesphere error."""
@@ -58,6 +61,26 @@ class GalleryLockedError(FaceSphereError):
 class FaceSphereWarning(UserWarning):
     """Something a user should know that does not stop the work (faces not found and replaced in an evaluation,
     a cleaning threshold that drops much of a set, an uncalibrated decision threshold)."""
+
+
+_REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def describe_load_error(error: BaseException, what: str) -> str:
+    """Why ``torch.load(weights_only=True)`` failed, in facesphere's words.
+
+    torch's refusal suggests reloading with ``weights_only=False`` (which runs whatever the file asks) or allow-listing
+    the refused class; facesphere never repeats that advice: it says what was refused and that nothing was run."""
+    text = str(error)
+    if isinstance(error, pickle.UnpicklingError) or "weights only load failed" in text.lower():
+        refused = _REFUSED_GLOBAL.search(text)
+        thing = f"the global {refused.group(1)}" if refused else "an object that is not a tensor or plain data"
+        return (f"refused to load this {what}: it asks to build {thing}, and a {what} may hold only tensors and "
+                "plain data (numbers, strings, lists, dicts); nothing from the file was run. Load only files from "
+                "sources you trust")
+    lines = [line for line in text.splitlines() if "weights_only" not in line and "safe_globals" not in line]
+    reason = " ".join(" ".join(lines).split())[:300] or type(error).__name__
+    return f"cannot load this {what} ({type(error).__name__}: {reason})"
 
 
 __all__ = [

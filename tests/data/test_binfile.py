@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import struct
@@ -11,6 +12,8 @@ import pytest
 
 from facesphere.data.binfile import read_bin, write_bin
 from facesphere.errors import DataError, UnsafePickleError
+
+from tests.helpers import run_isolated
 
 JPEG_A = b"\xff\xd8\xff\xe0" + bytes(range(256)) + b"\xff\xd9"  # 262 bytes: needs BINSTRING, not SHORT_BINSTRING
 JPEG_B = b"\xff\xd8\xff\xe1tiny\xff\xd9"
@@ -162,3 +165,107 @@ def test_malformed_files(tmp_path):
     with pytest.raises(DataError, match="2 images per label"):
         write_bin(tmp_path / "w.bin", [JPEG_A], [True])
     assert not (tmp_path / "w.bin").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# malicious numpy states: run in a child process, so that a native crash fails the test instead of the suite
+
+
+def _array_pickle(code: str, state: tuple, raw: bytes, shape: tuple = (2,)) -> bytes:
+    """A protocol-2 numpy array pickled opcode by opcode with any dtype ``state`` (what a crafted file can say)."""
+    body = lambda obj: pickle.dumps(obj, protocol=2)[2:-1]  # noqa: E731 - one object's opcodes, no PROTO / STOP
+    return (b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85C\x01b\x87R"
+            + b"(K\x01" + body(shape) + b"cnumpy\ndtype\n" + body(code) + b"K\x00K\x01\x87R" + body(state)
+            + b"b\x89" + pickle.dumps(raw, protocol=3)[2:-1] + b"tb")
+
+
+EVIL_DTYPES = {
+    # a field 1 TiB past the 8-byte item: numpy reads memory it does not own (SIGSEGV when issame is iterated)
+    "field_offset": ("V8", (3, "|", None, ("a",), {"a": (np.dtype("u8"), 1 << 40)}, 8, 1, 0)),
+    "subarray_1TiB": ("V8", (3, "|", (np.dtype("u1"), (1 << 40,)), None, None, 8, 1, 0)),
+    "negative_size": ("V8", (3, "|", None, None, None, -8, 1, 0)),
+    "object_flags": ("u8", (3, "<", None, None, None, -1, -1, 0x3F)),
+    "object_dtype": ("O", (3, "|", None, None, None, -1, -1, 0x3F)),
+}
+
+CHILD_READ_BIN = r"""
+import json, sys
+from facesphere.data.binfile import read_bin
+from facesphere.data.verify import verify_dataset
+from facesphere.errors import FaceSphereError
+out = {}
+for path in sys.argv[1:]:
+    try:
+        read_bin(path)
+        out[path] = ["read", ""]
+    except FaceSphereError as error:
+        out[path] = [type(error).__name__, str(error)]
+    out[path].append(verify_dataset("bin:" + path, progress=False).num_bad)
+print(json.dumps(out))
+"""
+
+
+def test_malformed_dtype_states_never_reach_numpy(tmp_path):
+    paths = []
+    for name, (code, state) in EVIL_DTYPES.items():
+        evil = _array_pickle(code, state, b"A" * 16)
+        for where, data in (("issame", b"\x80\x02]q\x00(C\x01aC\x01ae" + evil + b"\x86."),  # ([a, a], evil)
+                            ("image", b"\x80\x02(" + evil + evil + b"l]q\x00(\x88e\x86.")):  # ([evil, evil], [T])
+            path = tmp_path / f"{name}_{where}.bin"
+            path.write_bytes(data)
+            paths.append(str(path))
+    marker = tmp_path / "ran"  # and a pickle that would run a command, in the same child
+    evil = tmp_path / "command.bin"
+    evil.write_bytes(b"\x80\x02(]q\x00cposix\nsystem\n(X" + struct.pack("<I", len(f"touch {marker}"))
+                     + f"touch {marker}".encode() + b"tRa]q\x01\x88a\x86.")
+    paths.append(str(evil))
+    child = run_isolated(CHILD_READ_BIN, *paths, timeout=120, memory_mb=3072)
+    assert child.returncode == 0, f"the reader crashed (signal {-child.returncode}):\n{child.stderr[-3000:]}"
+    results = json.loads(child.stdout.splitlines()[-1])
+    for path in paths:
+        kind, message, bad = results[path]
+        assert kind in ("UnsafePickleError", "DataError") and message.startswith(f"{path}: "), (path, kind, message)
+        assert bad >= 1  # data verify reports the file instead of crashing
+    assert "not passed to numpy" in results[paths[0]][1]
+    assert "refused to load the global posix.system" in results[str(evil)][1] and not marker.exists()
+
+
+def test_huge_lengths_and_memo_indices_are_refused_before_allocating(tmp_path):
+    cases = {
+        "binbytes8": b"\x80\x04\x8e" + struct.pack("<Q", 1 << 40) + b"abc",  # 1 TiB of bytes announced
+        "memo_put": b"\x80\x02]r\xff\xff\xff\x7f.",  # LONG_BINPUT 2**31: a memo table of 16 GiB
+        "frame": b"\x80\x04\x95" + struct.pack("<Q", 1 << 50) + b"N.",
+        "long4": b"\x80\x02\x8b" + struct.pack("<i", 1 << 30) + b"\x01.",
+    }
+    for name, data in cases.items():
+        path = tmp_path / f"{name}.bin"
+        path.write_bytes(data)
+    code = ("import sys\nfrom facesphere.data.binfile import read_bin\nfrom facesphere.errors import DataError\n"
+            "for path in sys.argv[1:]:\n"
+            "    try:\n        read_bin(path)\n    except DataError as error:\n        print(error)\n")
+    child = run_isolated(code, *(str(tmp_path / f"{n}.bin") for n in cases), light=True, memory_mb=400)
+    assert child.returncode == 0, child.stderr[-3000:]
+    lines = child.stdout.splitlines()
+    assert len(lines) == len(cases) and all("not a readable pickle" in line for line in lines), lines
+    assert "MemoryError" not in child.stdout
+
+
+def test_plain_data_stand_ins_rebuild_arrays_and_scalars(tmp_path):
+    path = tmp_path / "np.bin"
+    images = [np.frombuffer(JPEG_A, np.uint8), np.frombuffer(JPEG_B, np.uint8)]
+    for protocol in (2, 4, 5):
+        for flags in (np.array([True]), np.array([1], ">i8"), [np.bool_(True)], [np.int64(1)], (True,)):
+            path.write_bytes(pickle.dumps((images, flags), protocol=protocol))
+            got, issame = read_bin(path)
+            assert got == [JPEG_A, JPEG_B] and issame.tolist() == [True]
+        path.write_bytes(pickle.dumps(([np.bytes_(JPEG_B), bytearray(JPEG_A)], [False]), protocol=protocol))
+        assert read_bin(path)[0] == [JPEG_B, JPEG_A]
+    path.write_bytes(pickle.dumps(([np.zeros(2, np.float32)] * 2, [True]), protocol=4))
+    with pytest.raises(DataError, match="image 0 is a ndarray"):
+        read_bin(path)
+    path.write_bytes(pickle.dumps(([JPEG_A, JPEG_B], [bytes(10**6)[:0]]), protocol=2))
+    with pytest.raises(DataError, match=r"issame_list\[0\]"):
+        read_bin(path)
+    path.write_bytes(b"\x80\x02c__builtin__\nbytearray\nJ\x00\x00\x00\x40\x85R.")  # bytearray(2**30): 1 GiB of zeros
+    with pytest.raises(UnsafePickleError, match="refused bytearray of 1073741824"):
+        read_bin(path)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -16,7 +18,7 @@ from facesphere.data.image import (
     read_image,
 )
 from facesphere.errors import DataError, FaceSphereError, InvalidOptionError
-from tests.helpers import DATA
+from tests.helpers import DATA, run_isolated
 
 GLINT = str(DATA / "glint_sample" / "images")
 
@@ -174,3 +176,63 @@ def test_real_aligned_faces_decode():
     for f in files:
         out = read_image(os.path.join(GLINT, ident, f), expected_size=(112, 112))
         assert out.shape == (112, 112, 3) and out.dtype == np.uint8
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# images that claim more pixels than they hold (issue 13)
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def _blank_png(width: int, height: int) -> bytes:
+    """A valid all-black 8-bit grey PNG; zlib shrinks 10000 x 10000 pixels to ~97 KB."""
+    compressor = zlib.compressobj(9)
+    rows = b"\0" * (width + 1) * 500  # filter byte + pixels, 500 rows at a time
+    body = b"".join(compressor.compress(rows) for _ in range(height // 500)) + compressor.flush()
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + _png_chunk(b"IDAT", body) + _png_chunk(b"IEND", b""))
+
+
+CHILD_DECODE = r"""
+import sys, warnings
+warnings.simplefilter("ignore")
+from facesphere.data.image import read_image
+from facesphere.errors import DataError
+try:
+    read_image(sys.argv[1])
+    print("decoded")
+except DataError as error:
+    print(f"DataError {error}")
+with open("/proc/self/status") as status:  # this process's peak resident memory (ru_maxrss counts the parent's)
+    print(next(int(line.split()[1]) // 1024 for line in status if line.startswith("VmHWM:")))
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="measures memory through /proc")
+def test_a_97_kb_png_of_100_megapixels_is_refused_from_its_header(tmp_path):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_blank_png(10000, 10000))
+    assert path.stat().st_size < 100_000
+    child = run_isolated(CHILD_DECODE, str(path), light=True, timeout=120, memory_mb=2048)
+    assert child.returncode == 0, child.stderr[-2000:]
+    message, peak_mb = child.stdout.splitlines()
+    assert message == (f"DataError {path}: image is 10000x10000 (HxW) = 100000000 pixels, more than facesphere's "
+                       "limit of 67108864 (facesphere.data.limits.MAX_IMAGE_PIXELS); not decoded")
+    assert int(peak_mb) < 200  # the 100 MB of pixels (300 MB as RGB) were never allocated
+
+
+def test_the_pixel_limit_is_a_setting(monkeypatch):
+    from facesphere.data import limits
+
+    data = _blank_png(500, 500)
+    assert decode_image(data, source="ok.png").shape == (500, 500, 3)
+    monkeypatch.setattr(limits, "MAX_IMAGE_PIXELS", 100_000)
+    with pytest.raises(DataError, match=r"^big\.png: image is 500x500 \(HxW\) = 250000 pixels, more than"):
+        decode_image(data, source="big.png")
+
+
+def test_a_path_with_a_nul_byte_is_a_data_error():
+    with pytest.raises(DataError, match="not a valid file path"):
+        read_image("faces/a\0b.jpg")

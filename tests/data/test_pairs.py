@@ -11,9 +11,11 @@ import pytest
 from facesphere.data.pairs import (
     PairList,
     contiguous_folds,
+    open_pair_set,
     read_lfw_pairs,
     read_pair_list,
 )
+from facesphere.data.verify import verify_dataset
 from facesphere.errors import DataError
 from tests.helpers import DATA
 
@@ -143,3 +145,44 @@ def test_contiguous_folds_and_pairlist_checks():
     assert contiguous_folds(0, 10).size == 0
     with pytest.raises(ValueError, match="differ in length"):
         PairList(["a"], [], [True], [0])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# names are not paths (issue 13)
+
+
+@pytest.mark.parametrize("name", ["../x", "../../x", "..", "A/../../x", "/abs/x"])
+def test_lfw_names_never_lead_outside_the_images_folder(tmp_path, name):
+    lfw = tmp_path / "lfw"
+    root = lfw / "images"
+    for rel in ["A/A_0001.jpg", "A/A_0002.jpg", "B/B_0001.jpg"]:
+        _touch(root, rel)
+    for outside in (lfw / "x_0001.jpg", tmp_path / "x_0001.jpg", lfw / "images_0001.jpg"):
+        outside.write_bytes(b"secret")  # where the names would lead
+    pairs = lfw / "pairs.txt"
+    pairs.write_text(f"1 1\nA 1 2\n{name} 1 B 1\n")
+    with pytest.raises(DataError) as e:
+        read_lfw_pairs(pairs, root)
+    assert str(e.value).startswith(f"{pairs}: line 3: {name!r} is not a person's name")
+    with pytest.raises(DataError, match="is not a person's name"):
+        open_pair_set(f"lfw:{lfw}")
+    report = verify_dataset(f"lfw:{lfw}", progress=False)
+    assert any(item == f"{pairs}:3" and "not a person's name" in problem for item, problem in report.bad)
+    assert not any("secret" in problem or "x_0001" in item for item, problem in report.bad)
+
+
+def test_lfw_images_reached_through_a_symlink_out_of_the_folder_are_refused(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "lfw" / "images"
+    for rel in ["A/A_0001.jpg", "A/A_0002.jpg"]:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8)).save(root / rel)
+    _touch(tmp_path / "elsewhere", "B_0001.jpg")
+    (root / "B").symlink_to(tmp_path / "elsewhere")
+    pairs = tmp_path / "lfw" / "pairs.txt"
+    pairs.write_text("1 1\nA 1 2\nA 1 B 1\n")
+    with pytest.raises(DataError, match=r"pairs\.txt: line 3: the image 'B/B_0001\.jpg' leads to .*elsewhere"):
+        read_lfw_pairs(pairs, root)
+    report = verify_dataset(f"lfw:{tmp_path / 'lfw'}", progress=False)
+    assert [item for item, _ in report.bad] == [f"{pairs}:3"] and report.total == 2

@@ -27,8 +27,9 @@ from facesphere.data.recordio import (
     unpack,
     unpack_image_record,
 )
+from facesphere.data.verify import verify_dataset
 from facesphere.errors import DataError
-from tests.helpers import DATA
+from tests.helpers import DATA, run_isolated
 
 GLINT = DATA / "glint_sample" / "images"
 
@@ -521,3 +522,146 @@ def test_bad_labels(tmp_path):
 def test_not_found(tmp_path):
     with pytest.raises(DataError, match="RecordIO file not found"):
         RecordIOFaceSet(tmp_path / "missing")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# sizes read from the file, identity records, labels (issue 13)
+
+
+def _offsets(prefix: Path) -> dict[int, int]:
+    return {int(k): int(o) for k, o in (line.split("\t") for line in Path(f"{prefix}.idx").read_text().splitlines())}
+
+
+def _set_label_float(prefix: Path, key: int, index: int | None, value: float) -> None:
+    """Overwrite one float of record ``key``: the header label (``index`` None) or label-array value ``index``."""
+    rec = Path(f"{prefix}.rec")
+    data = bytearray(rec.read_bytes())
+    at = _offsets(prefix)[key] + 8 + (4 if index is None else 24 + 4 * index)
+    data[at:at + 4] = struct.pack("<f", value)
+    rec.write_bytes(bytes(data))
+
+
+CHILD_OPEN_REC = r"""
+import sys
+from facesphere.data.recordio import RecordIOFaceSet
+from facesphere.errors import DataError
+try:
+    ds = RecordIOFaceSet(sys.argv[1])
+    print("opened", len(ds), ds.labels.tolist())
+except DataError as error:
+    print("DataError", error)
+"""
+
+
+def test_one_float_changed_in_the_header_record_is_refused_before_allocating(small_set):
+    _set_label_float(small_set, 0, 1, float(1 << 31))  # b = 2**31: "keys 1 .. 2**31 - 1 exist" (16 GiB of keys)
+    child = run_isolated(CHILD_OPEN_REC, str(small_set), light=True, memory_mb=600)
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert child.stdout.startswith(f"DataError {small_set}.rec: record key 0 header [a, b] = [4, 2147483648]")
+    assert "holds only 6 records" in child.stdout
+
+
+def test_property_claiming_200_million_classes_is_refused_where_the_set_is_opened(small_set, tmp_path):
+    from facesphere.data.datasets import build_dataset
+
+    (tmp_path / "property").write_text("200000000,112,112\n")
+    for open_set in (RecordIOFaceSet, build_dataset):
+        with pytest.raises(DataError, match=r"property: claims 200000000 classes, more than facesphere's limit"):
+            open_set(small_set)
+    (tmp_path / "property").write_text("2,112,112\n" + "x" * 5000)
+    with pytest.raises(DataError, match="expected 'num_classes,height,width'"):
+        RecordIOFaceSet(small_set)
+    (tmp_path / "property").write_text("1,112,112\n")  # fewer classes than the labels use
+    with pytest.raises(DataError, match=r"record key 3: label 1 is out of range \(.*property says 1 classes"):
+        RecordIOFaceSet(small_set).labels
+    (tmp_path / "list.txt").write_text("a.jpg 0\nb.jpg 199999999999\n")
+    with pytest.raises(DataError, match=r"list\.txt:2: label 199999999999 is larger than facesphere's limit"):
+        build_dataset(f"list:{tmp_path / 'list.txt'}")
+
+
+def test_huge_idx_keys_and_offsets_are_data_errors(small_set):
+    idx = Path(f"{small_set}.idx")
+    good = idx.read_text()
+    for line, problem in (("99999999999999999999999\t0", "line 7: key or offset out of range"),
+                          ("6\t9223372036854775807", "key 6 points at offset 9223372036854775807, past the end"),
+                          ("-99999999999999999999\t-1", "line 7: key or offset out of range")):
+        idx.write_text(good + line + "\n")
+        with pytest.raises(DataError) as e:
+            RecordIOFaceSet(small_set)
+        assert str(idx) in str(e.value) and problem in str(e.value)
+    idx.write_text("")  # an empty index is not an empty set: the .rec holds records
+    with pytest.raises(DataError, match=r"train\.idx: the index lists no records but .*train\.rec holds"):
+        RecordIOFaceSet(small_set)
+    idx.write_text("".join(good.splitlines(keepends=True)[1:3]))  # keys 1, 2 only: a smaller "headerless" set
+    with pytest.raises(DataError, match=r"starts with an InsightFace header record but the index has no key 0"):
+        RecordIOFaceSet(small_set)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1.0, 2.5, 1e30])
+def test_non_finite_or_invalid_identity_records_are_data_errors(small_set, value):
+    _set_label_float(small_set, 4, 1, value)  # class 0's [start, end): end
+    ds = RecordIOFaceSet(small_set)
+    with pytest.raises(DataError, match=r"train\.rec: identity record key 4: \[start, end\) = .* is invalid"):
+        ds.class_ranges
+    with pytest.raises(DataError, match="identity record key 4"):
+        ds.labels
+    report = verify_dataset(f"rec:{small_set}", progress=False)  # documented never to raise
+    assert not report.ok and any("identity record key 4" in problem for _, problem in report.bad)
+
+
+def test_a_record_moved_to_another_valid_class_contradicts_the_identity_records(small_set):
+    _set_label_float(small_set, 3, None, 0.0)  # key 3 is class 1's only image; now it says class 0
+    ds = RecordIOFaceSet(small_set)
+    assert ds.read(2)[0] == 0  # the record alone cannot tell
+    with pytest.raises(DataError) as e:
+        ds.labels
+    assert str(e.value) == (f"{small_set}.rec: record key 3 has label 0 but identity record key 5 says keys [3, 4) "
+                            "are class 1")
+    report = verify_dataset(f"rec:{small_set}", progress=False)
+    assert not report.ok and report.bad == [
+        (f"{small_set}.rec record key 3", f"{small_set}.rec record key 3: label 0 contradicts the identity records: "
+                                          "identity record key 5 says keys [3, 4) are class 1")]
+
+
+def test_a_record_claiming_more_bytes_than_the_file_is_refused_before_reading(small_set):
+    rec = Path(f"{small_set}.rec")
+    data = bytearray(rec.read_bytes())
+    at = _offsets(small_set)[2]
+    data[at + 4:at + 8] = struct.pack("<I", (1 << 29) - 1)  # a 512 MiB part
+    rec.write_bytes(bytes(data))
+    child = run_isolated(CHILD_OPEN_REC.replace("ds.labels.tolist()", "[ds.read(i)[0] for i in range(len(ds))]"),
+                         str(small_set), light=True, memory_mb=400)
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert child.stdout.startswith(f"DataError {rec}: record key 2 at offset {at}: record part needs 536870911 bytes")
+
+
+CHILD_PACK_WITH_PLANTED_LINKS = r"""
+import os, sys
+from facesphere.data.recordio import pack_folder
+src, out, victim = sys.argv[1:4]
+finals = [os.path.join(out, name) for name in ("train.rec", "train.idx", "train.classes.txt", "property")]
+for final in finals:  # the names facesphere < 0.2 wrote to before renaming, and the outputs themselves
+    os.symlink(victim, f"{final}.tmp-{os.getpid()}")
+    os.symlink(victim, final)
+pack_folder(src, os.path.join(out, "train"), progress=False)
+print("packed")
+"""
+
+
+def test_pack_folder_never_writes_through_planted_symlinks(tmp_path):
+    for c in range(2):
+        (tmp_path / "src" / f"id{c}").mkdir(parents=True)
+        (tmp_path / "src" / f"id{c}" / "a.jpg").write_bytes(jpeg(c))
+    (tmp_path / "out").mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    child = run_isolated(CHILD_PACK_WITH_PLANTED_LINKS, str(tmp_path / "src"), str(tmp_path / "out"), str(victim),
+                         light=True)
+    assert child.returncode == 0 and child.stdout.strip() == "packed", child.stderr[-2000:]
+    assert victim.read_text() == "precious\n"  # nothing written through a link
+    out = tmp_path / "out"
+    for name in ("train.rec", "train.idx", "train.classes.txt", "property"):
+        assert (out / name).is_file() and not (out / name).is_symlink()  # the link itself was replaced
+    planted = [p for p in out.iterdir() if ".tmp-" in p.name]
+    assert len(planted) == 4 and all(p.is_symlink() and p.resolve() == victim for p in planted)  # left alone
+    assert RecordIOFaceSet(out / "train").labels.tolist() == [0, 1]

@@ -253,3 +253,25 @@ def test_ident_dir_errors(tmp_path, mean_colour):
     write_image(tmp_path / "empty" / "gallery" / "A" / "1.png", (1, 2, 3))
     with pytest.raises(DataError, match="no probe/ folder"):
         run_protocol(f"ident:{tmp_path / 'empty'}", mean_colour, QUIET)
+
+
+@pytest.mark.parametrize("pairs, problem", [
+    (0, "scores is empty"),
+    (3, "n_folds=10 is larger than the number of pairs (3)"),
+    (20, "no negative (different-identity) pair"),
+])
+def test_bin_files_that_cannot_be_evaluated_are_named(tmp_path, pairs, problem):
+    from facesphere.data.binfile import write_bin
+
+    from .conftest import MeanColour
+
+    images = []
+    for i in range(2 * pairs):
+        buffer = io.BytesIO()
+        Image.new("RGB", (112, 112), (i % 256, 0, 0)).save(buffer, format="PNG")
+        images.append(buffer.getvalue())
+    path = tmp_path / "odd.bin"
+    write_bin(path, images, [True] * pairs)
+    with pytest.raises(DataError) as info:
+        run_protocol(f"bin:{path}", MeanColour(), QUIET)
+    assert str(info.value).startswith(f"{path}: cannot evaluate these {pairs} pairs: ") and problem in str(info.value)

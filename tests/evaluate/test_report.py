@@ -18,6 +18,8 @@ from facesphere.evaluate.report import (
     safe_filename,
     write_metrics_json,
 )
+from facesphere.errors import OutputError
+from tests.helpers import simulate_full_disk
 
 
 def _scores(seed, n=2000):
@@ -86,3 +88,16 @@ def test_importing_report_does_not_import_matplotlib():
             "bad = [m for m in ('matplotlib', 'faiss', 'cv2', 'onnxruntime') if m in sys.modules]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_full_disk_while_writing_metrics_keeps_the_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "metrics.json"
+    write_metrics_json({"datasets": {"lfw": {"accuracy": 0.99}}}, path)
+    before = path.read_bytes()
+    simulate_full_disk(monkeypatch, tmp_path)
+    with pytest.raises(OutputError) as info:
+        write_metrics_json({"datasets": {"lfw": {"accuracy": 0.5}}}, path)
+    monkeypatch.undo()
+    assert str(info.value) == (f"{path}: cannot write the metrics file (No space left on device); the previous "
+                               "version is intact")
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["metrics.json"]

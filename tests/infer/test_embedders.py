@@ -20,7 +20,7 @@ from facesphere.errors import (
 from facesphere.evaluate.verification import verify_pairs
 from facesphere.infer.embedders import embed_images, load_embedder
 from facesphere.run import load_run
-from tests.helpers import DATA, MODELS
+from tests.helpers import DATA, MODELS, run_isolated
 
 
 def _crops(n: int, size=(112, 112), seed: int = 0) -> np.ndarray:
@@ -190,3 +190,79 @@ def test_embed_images_module_and_embedder_paths_agree(backbone):
     metrics, scores = verify_pairs(backbone, vset, batch_size=16)
     assert {"accuracy", "accuracy_std", "auc", "eer", "pairs", "tar_at_far", "definitions"} <= set(metrics)
     assert metrics["protocol"] == "pairs" and scores.shape == (len(vset.issame),)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# ONNX files onnxruntime refuses: its reason, never a fallback to OpenCV (in a child process: OpenCV may crash)
+
+CHILD_LOAD_ONNX = r"""
+import json, os, sys
+import cv2
+def never(*args, **kwargs):  # a fallback to OpenCV would end the child here
+    print(json.dumps({"opencv": True}), flush=True)
+    os._exit(3)
+cv2.dnn.readNet = cv2.dnn.readNetFromONNX = never
+from facesphere import load_embedder
+from facesphere.errors import FaceSphereError
+out = {}
+for path in sys.argv[1:]:
+    for backend in ("auto", "onnxruntime", "opencv"):
+        try:
+            load_embedder(path, backend=backend)
+            out[f"{path} {backend}"] = ["loaded", ""]
+        except FaceSphereError as error:
+            out[f"{path} {backend}"] = [type(error).__name__, str(error)]
+print(json.dumps(out))
+"""
+
+
+def _onnx_with_external_data(folder, location: str):
+    """A tiny recogniser (1x1 conv, global pooling; ~400 bytes) whose weight lives in external data at ``location``."""
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    weight = TensorProto(name="W", data_type=TensorProto.FLOAT, dims=[2, 3, 1, 1], data_location=TensorProto.EXTERNAL)
+    for key, value in {"location": location, "offset": "0", "length": "24"}.items():
+        entry = weight.external_data.add()
+        entry.key, entry.value = key, value
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"]), helper.make_node("GlobalAveragePool", ["c"], ["p"]),
+             helper.make_node("Flatten", ["p"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "model.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def test_onnx_refused_by_onnxruntime_for_safety_never_falls_back_to_opencv(tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("cv2")
+    (tmp_path / "secret.bin").write_bytes(np.arange(6, dtype=np.float32).tobytes())
+    models = {}
+    for i, location in enumerate(["../secret.bin", "link.bin", str(tmp_path / "secret.bin")]):
+        models[location] = _onnx_with_external_data(tmp_path / f"model{i}", location)
+        (tmp_path / f"model{i}" / "link.bin").symlink_to(tmp_path / "secret.bin")  # a link out of the folder
+    child = run_isolated(CHILD_LOAD_ONNX, *map(str, models.values()), timeout=180)
+    assert child.returncode == 0, f"exit {child.returncode}: {child.stdout[-500:]} {child.stderr[-3000:]}"
+    out = json.loads(child.stdout.splitlines()[-1])
+    for location, path in models.items():
+        for backend in ("auto", "onnxruntime"):  # onnxruntime's own reason, naming the file
+            kind, message = out[f"{path} {backend}"]
+            assert message.startswith(f"{path}: cannot load this ONNX model: onnxruntime refused it"), message
+            assert "External data" in message and "OpenCV" not in message
+        kind, message = out[f"{path} opencv"]  # asked for by name: refused before OpenCV reads anything
+        assert kind == "DataError" and f"{location!r}, outside the model's folder" in message
+
+
+def test_onnx_external_data_inside_the_folder_still_loads(tmp_path):
+    pytest.importorskip("onnxruntime")
+    path = _onnx_with_external_data(tmp_path / "model", "weights/w.bin")
+    (tmp_path / "model" / "weights").mkdir()
+    (tmp_path / "model" / "weights" / "w.bin").write_bytes(np.ones(6, dtype=np.float32).tobytes())
+    embedder = load_embedder(path, input_mean=0.0, input_std=1.0)
+    assert type(embedder).__name__ == "OnnxRuntimeEmbedder" and embedder.input_size == (4, 4)
+    features = embedder.embed(np.full((1, 4, 4, 3), 2, np.uint8), flip="none", normalize=False)
+    np.testing.assert_allclose(features, [[6.0, 6.0]])

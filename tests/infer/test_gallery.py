@@ -20,6 +20,7 @@ from facesphere.errors import (
     DataError,
     FaceSphereError,
     InvalidOptionError,
+    OutputError,
     UnknownNameError,
 )
 from facesphere.infer import gallery as gallery_module
@@ -143,6 +144,15 @@ elif mode == "reader":
         if prefix == batches:
             break
     print(json.dumps({"history": history}))
+elif mode == "create_and_add":
+    # wait at the barrier (every sibling started), then create-or-open the gallery and add, all at once
+    index, barrier, dim, size = int(rest[0]), rest[1], int(rest[2]), int(rest[3])
+    open(os.path.join(barrier, f"ready{index}"), "w").close()
+    while not os.path.exists(os.path.join(barrier, "go")):
+        time.sleep(0.001)
+    with G.Gallery.open_or_create(directory, dim, backend="numpy") as g:
+        g.add(batch_vectors(index, 0, size, dim), f"w{index}", update_index=False)
+    print(json.dumps({"added": size}))
 elif mode == "kill_index_write":
     g = G.Gallery.open(directory)
     from facesphere.infer.search import VectorIndex
@@ -427,6 +437,27 @@ def test_index_write_failure_keeps_the_old_file_and_loses_nothing(tmp_path, monk
     assert len(reopened) == 30 and "lost" not in reopened.identities()
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_full_disk_during_an_add_is_a_clean_error_and_loses_nothing(tmp_path, backend):
+    vectors = unit_rows(np.random.default_rng(12), 2020, 16)
+    g = Gallery.create(tmp_path / "g", 16, backend=backend)
+    g.add(vectors[:20], "before")
+    expected = [as_tuples(row) for row in g.search(vectors[:3], k=2)]
+    # SQLite's answer to ENOSPC is SQLITE_FULL: cap the database at its current size, the same answer
+    pages = g._connection.execute("PRAGMA page_count").fetchone()[0]
+    g._connection.execute(f"PRAGMA max_page_count = {pages}")
+    with pytest.raises(OutputError) as info:
+        g.add(vectors[20:], "lost")
+    assert str(info.value) == (f"{tmp_path / 'g' / 'gallery.sqlite'}: cannot write to the gallery (database or disk "
+                               "is full); the change was rolled back and the gallery is as it was")
+    assert len(g) == 20 and g.version == 1 and "lost" not in g.identities()
+    assert [as_tuples(row) for row in g.search(vectors[:3], k=2)] == expected
+    g.close()
+    reopened = Gallery.open(tmp_path / "g", backend=backend)  # a new connection: the disk has room again
+    assert len(reopened) == 20 and reopened.identities() == {"before": 20}
+    assert reopened.add(vectors[20:], "after").tolist() == list(range(21, 2021))
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 @needs_faiss
@@ -532,6 +563,28 @@ def test_readers_during_writes_see_growing_consistent_snapshots(tmp_path):
         assert counts == sorted(counts) and prefixes == sorted(prefixes)  # monotonic
         assert prefixes[-1] == batches  # and finally everything
         assert all(prefix * size <= count for count, prefix in history)  # search never runs ahead of the database
+
+
+@pytest.mark.slow
+def test_writers_starting_together_on_a_gallery_that_does_not_exist_all_succeed(tmp_path):
+    count, dim, size = 24, 8, 3
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    workers = [start_worker("create_and_add", str(tmp_path / "g"), str(i), str(barrier), str(dim), str(size))
+               for i in range(count)]
+    deadline = time.time() + 120
+    while len(list(barrier.glob("ready*"))) < count and time.time() < deadline:
+        time.sleep(0.01)
+    (barrier / "go").touch()
+    for worker in workers:
+        out, err = worker.communicate(timeout=120)
+        assert worker.returncode == 0, err[-2000:]  # nobody was told to pass overwrite=True
+    g = Gallery.open(tmp_path / "g", backend="numpy")
+    assert len(g) == count * size and g.version == count  # one gallery, nothing lost, nothing added twice
+    assert g.identities() == {f"w{i}": size for i in range(count)}
+    for i in (0, count // 2, count - 1):
+        hits = g.search(batch_vectors(i, 0, size, dim), k=1, per_identity=False)
+        assert {row[0].identity for row in hits} == {f"w{i}"} and all(row[0].score > 0.999999 for row in hits)
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Mapping
 import torch
 from torch import Tensor, nn
 
-from ..errors import FaceSphereError
+from ..errors import FaceSphereError, describe_load_error
 from .common import check_embed_dim, check_probability
 
 BN_EPS = 1e-5
@@ -177,9 +177,7 @@ def load_arcface_torch_state_dict(
         try:
             loaded = torch.load(source, map_location="cpu", weights_only=True)
         except Exception as exc:  # unpickling / zip errors: report the file, not a traceback
-            raise FaceSphereError(
-                f"{source}: cannot read as a PyTorch state dict ({type(exc).__name__}: {exc})"
-            ) from exc
+            raise FaceSphereError(f"{source}: {describe_load_error(exc, 'PyTorch state dict')}") from None
     else:
         source = "<state dict>"
         loaded = state_dict_or_path

@@ -30,6 +30,7 @@ import torch.utils.data
 from torch.utils.data import Dataset, default_collate
 
 from ..errors import DataError
+from . import limits
 from .image import decode_image, is_image_file, read_image_bytes
 from .recordio import RecordIOFaceSet
 from .specs import TRAIN_KINDS, parse_data_spec
@@ -288,13 +289,14 @@ def labels_from_tokens(
     keep = [True] * len(tokens)
     if all(v is not None for v in ints):
         for k, (v, ln) in enumerate(zip(ints, line_numbers)):
-            if v is not None and v < 0:
-                msg = f"label {v} is negative; class ids must be >= 0"
+            if v is not None and not 0 <= v < limits.MAX_CLASSES:
+                msg = (f"label {v} is negative; class ids must be >= 0" if v < 0 else
+                       f"label {v} is larger than facesphere's limit of {limits.MAX_CLASSES} classes")
                 if errors is None:
                     raise DataError(f"{list_file}:{ln}: {msg}")
                 errors.append((f"{list_file}:{ln}", msg))
                 keep[k] = False
-        vals = [v if v is not None and v >= 0 else 0 for v in ints]
+        vals = [v if v is not None and 0 <= v < limits.MAX_CLASSES else 0 for v in ints]
         num = (max(vals) + 1) if vals else 0
         return np.asarray(vals, dtype=np.int64), [str(i) for i in range(num)], keep
     names = sorted(set(tokens))

@@ -122,6 +122,9 @@ def read_ijb(root: str | os.PathLike) -> IJBMeta:
             values = [float(t) for t in tokens[1:]]
         except ValueError:
             raise DataError(f"{lmk_path}: line {line_no}: landmarks and faceness must be numbers") from None
+        if Path(tokens[0]).is_absolute() or ".." in Path(tokens[0]).parts:  # names of files in the image folder
+            raise DataError(f"{lmk_path}: line {line_no}: the image name {tokens[0]!r} is not inside the image "
+                            "folder; refused")
         names.append(tokens[0])
         landmarks.append(values[:10])
         faceness.append(values[10] if len(values) == 11 else 1.0)

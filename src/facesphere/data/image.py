@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageFile
 
 from ..errors import DataError, InvalidOptionError
+from . import limits
 
 __all__ = ["IMAGE_EXTENSIONS", "decode_image", "read_image", "is_image_file", "image_size", "as_rgb_uint8", "image_grid"]
 
@@ -78,6 +79,11 @@ def _to_rgb_array(im: Image.Image) -> np.ndarray:
     return np.asarray(im.convert("RGB"))
 
 
+def _wrong_size(got: tuple[int, int], exp: tuple[int, int], source: str) -> DataError:
+    return DataError(f"{source}: image is {_format_size(got)}, expected {_format_size(exp)}; "
+                     "align/resize the images first or pass the matching expected size")
+
+
 def decode_image(
     data: bytes | bytearray | memoryview,
     *,
@@ -97,8 +103,9 @@ def decode_image(
     to three channels. Multi-frame files give their first frame.
 
     Raises:
-        DataError: ``"<source>: cannot decode image: <why>"`` for empty, corrupt or truncated data, and
-            ``"<source>: image is 250x250 (HxW), expected 112x112 (HxW)"`` for a wrong size.
+        DataError: ``"<source>: cannot decode image: <why>"`` for empty, corrupt or truncated data,
+            ``"<source>: image is 250x250 (HxW), expected 112x112 (HxW)"`` for a wrong size, and an image of more
+            than :data:`facesphere.data.limits.MAX_IMAGE_PIXELS` pixels (both told from the header, before decoding).
     """
     global _warned_truncated_flag
     _check_color(color)
@@ -112,8 +119,18 @@ def decode_image(
         )
     if len(data) == 0:
         raise DataError(f"{source}: cannot decode image: the data is empty (0 bytes)")
+    exp = None if expected_size is None else (int(expected_size[0]), int(expected_size[1]))
     try:
         with Image.open(io.BytesIO(data)) as im:
+            # the header's size decides before any pixel is decoded: a few KB can claim 100 megapixels
+            width, height = im.size
+            if width * height > limits.MAX_IMAGE_PIXELS:
+                raise DataError(
+                    f"{source}: image is {height}x{width} (HxW) = {width * height} pixels, more than facesphere's "
+                    f"limit of {limits.MAX_IMAGE_PIXELS} (facesphere.data.limits.MAX_IMAGE_PIXELS); not decoded"
+                )
+            if exp is not None and (height, width) != exp:
+                raise _wrong_size((height, width), exp, source)
             im.load()  # force the full decode: truncated data raises here
             arr = _to_rgb_array(im)
     except Image.DecompressionBombError as exc:
@@ -125,14 +142,8 @@ def decode_image(
         raise DataError(f"{source}: cannot decode image: {why}") from None
     if arr.ndim != 3 or arr.shape[2] != 3:  # pragma: no cover - _to_rgb_array guarantees this
         raise DataError(f"{source}: cannot decode image: unexpected decoded shape {arr.shape}")
-    if expected_size is not None:
-        exp = (int(expected_size[0]), int(expected_size[1]))
-        got = (arr.shape[0], arr.shape[1])
-        if got != exp:
-            raise DataError(
-                f"{source}: image is {_format_size(got)}, expected {_format_size(exp)}; "
-                "align/resize the images first or pass the matching expected size"
-            )
+    if exp is not None and (arr.shape[0], arr.shape[1]) != exp:
+        raise _wrong_size((arr.shape[0], arr.shape[1]), exp, source)
     if color == "bgr":
         arr = arr[:, :, ::-1]
     if not arr.flags.c_contiguous or not arr.flags.writeable:
@@ -163,6 +174,8 @@ def read_image_bytes(path: str | os.PathLike[str]) -> bytes:
         raise DataError(f"{p}: is a directory, expected an image file") from None
     except OSError as exc:
         raise DataError(f"{p}: cannot read image file: {exc.strerror or exc}") from None
+    except ValueError as exc:  # a path with a NUL byte (from a list file, say) is not a path
+        raise DataError(f"{p!r}: not a valid file path ({exc})") from None
 
 
 def image_size(data: bytes, *, source: str) -> tuple[int, int]:

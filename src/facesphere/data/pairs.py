@@ -20,6 +20,7 @@ from ..errors import DataError
 from .binfile import read_bin
 from .dropped import DROPPED_NAME, dropped_note
 from .image import decode_image, read_image
+from .paths import confined, is_plain_name
 from .specs import PAIR_KINDS, DataSpec, parse_data_spec
 from .synthetic import synthetic_pairs
 
@@ -125,7 +126,8 @@ def read_lfw_pairs(
     Then, fold by fold, lines ``name i j`` (same person) and ``name1 i name2 j`` (different people), separated by
     tabs or spaces; image ``i`` of ``name`` is ``images_root/name/name_000i.<ext>`` (4-digit zero padding). Fold
     ``f`` is the ``f``-th contiguous block of ``2 * pairs_per_class`` pairs. With ``check_files`` every image must
-    exist. Problems raise :class:`DataError` naming the file and line.
+    exist. Names are people, not paths: a name with a path separator (``../x``) or an image that resolves outside
+    ``images_root`` (through a symbolic link) is refused. Problems raise :class:`DataError` naming the file and line.
     """
     src = os.fspath(pairs_txt)
     root = os.fspath(images_root)
@@ -152,8 +154,12 @@ def read_lfw_pairs(
             f"but the file has {len(body)} pair lines"
         )
 
-    def img(name: str, i: int) -> str:
-        return os.path.join(root, name, f"{name}_{i:04d}.{ext}")
+    def img(name: str, i: int, lineno: int) -> str:
+        # names are people (folder names), not paths: never read outside the images folder
+        where = f"{src}: line {lineno}"
+        if not is_plain_name(name):
+            raise DataError(f"{where}: {name!r} is not a person's name (a folder name inside {root}); refused")
+        return confined(root, os.path.join(name, f"{name}_{i:04d}.{ext}"), source=where, what="image")
 
     p1: list[str] = []
     p2: list[str] = []
@@ -163,10 +169,10 @@ def read_lfw_pairs(
         tok = line.split()
         try:
             if len(tok) == 3:
-                a, b = img(tok[0], _positive_int(tok[1])), img(tok[0], _positive_int(tok[2]))
+                a, b = img(tok[0], _positive_int(tok[1]), lineno), img(tok[0], _positive_int(tok[2]), lineno)
                 same[k] = True
             elif len(tok) == 4:
-                a, b = img(tok[0], _positive_int(tok[1])), img(tok[2], _positive_int(tok[3]))
+                a, b = img(tok[0], _positive_int(tok[1]), lineno), img(tok[2], _positive_int(tok[3]), lineno)
                 same[k] = False
             else:
                 raise ValueError
@@ -194,7 +200,8 @@ def read_pair_list(
 ) -> PairList:
     """Read an OpenSphere pair list: one pair per line, ``label path0 path1`` (label 1 = same, 0 = different).
 
-    Relative paths are joined to ``root`` when given (absolute paths are kept). Folds are ``num_folds``
+    Relative paths are joined to ``root`` when given (absolute paths are kept): the file names paths by design, so
+    they are not confined to a folder (see docs/security.md). Folds are ``num_folds``
     contiguous blocks in file order (see :func:`contiguous_folds`). With ``check_files`` every image must exist.
     Blank lines and lines starting with ``#`` are skipped. Problems raise :class:`DataError` naming file and line.
     """

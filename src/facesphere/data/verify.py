@@ -33,6 +33,7 @@ from .binfile import read_bin
 from .datasets import labels_from_tokens, parse_list_file, scan_image_folder
 from .image import decode_image, is_image_file, read_image_bytes
 from .pairs import lfw_images_root
+from .paths import confined, is_plain_name
 from .recordio import RecordIOFaceSet, resolve_prefix
 from .specs import VERIFY_KINDS, parse_data_spec
 
@@ -161,8 +162,11 @@ def _paths_chunk(args: tuple[list[tuple[int, str]], tuple[int, int] | None]) -> 
 _REC_STATE: dict[str, Any] = {}
 
 
-def _rec_chunk(args: tuple[str, list[int], tuple[int, int] | None, int]) -> list[tuple[int, str | None, str | None]]:
-    rec_path, indices, expected, num_classes = args
+def _rec_chunk(args: tuple[str, list[int], tuple[int, int] | None, int, Any]) -> list[tuple[int, str | None,
+                                                                                           str | None]]:
+    """Check records ``indices``; ``identity`` is None or ``(a, classes, ranges)``: per index the class its identity
+    record gives (-1: none) and that record's ``[start, end)``."""
+    rec_path, indices, expected, num_classes, identity = args
     faceset = _REC_STATE.get(rec_path)
     if faceset is None:
         faceset = RecordIOFaceSet(rec_path)
@@ -170,7 +174,7 @@ def _rec_chunk(args: tuple[str, list[int], tuple[int, int] | None, int]) -> list
         _REC_STATE[rec_path] = faceset
     out = []
     keys = faceset.keys
-    for i in indices:
+    for j, i in enumerate(indices):
         source = f"{faceset.rec_path} record key {int(keys[i])}"
         try:
             label, data = faceset.read(i)
@@ -180,6 +184,15 @@ def _rec_chunk(args: tuple[str, list[int], tuple[int, int] | None, int]) -> list
         size, problem = _check_bytes(data, source, expected)
         if problem is None and num_classes > 0 and not 0 <= label < num_classes:
             problem = f"{source}: label {label} is outside [0, {num_classes}) (num_classes from property/header)"
+        if problem is None and identity is not None:
+            a, classes, ranges = identity
+            c = int(classes[j])
+            if c < 0:
+                problem = f"{source}: label {label} but no identity record covers this key"
+            elif c != label:
+                start, end = (int(v) for v in ranges[j])
+                problem = (f"{source}: label {label} contradicts the identity records: identity record key {a + c} "
+                           f"says keys [{start}, {end}) are class {c}")
         out.append((i, size, problem))
     return out
 
@@ -334,19 +347,26 @@ def _verify_rec(report: VerifyReport, prefix: str, expected, workers, progress, 
     if faceset.header is None:
         report.notes.append("no InsightFace header record (key 0): every record is an image")
     keys = faceset.keys
+    # identity records (class ranges) must be readable and consistent, and every label must agree with them
+    try:
+        ranges = faceset.class_ranges
+        classes = faceset.expected_labels()
+    except DataError as exc:
+        report.bad.append((f"{rec_path} identity records", str(exc)))
+        ranges = classes = None
     faceset.close()
-    chunks = [(rec_path, c, expected, num_classes) for c in _chunked(list(range(n)), chunk)]
+    if ranges is not None and len(ranges) != num_classes:
+        report.notes.append(f"{len(ranges)} identity records but num_classes = {num_classes}")
+    chunks = []
+    for part in _chunked(list(range(n)), chunk):
+        identity = None
+        if classes is not None:
+            own = classes[part]
+            identity = (faceset.header[0], own, ranges[np.maximum(own, 0)])
+        chunks.append((rec_path, part, expected, num_classes, identity))
     results = _run_chunks(_rec_chunk, chunks, [len(c[1]) for c in chunks], workers, progress, "verify")
     _REC_STATE.clear()
     _collect(report, results, lambda i: f"{rec_path} record key {int(keys[i])}")
-    # identity records (class ranges) must be readable and consistent
-    try:
-        ranges = faceset.class_ranges
-    except DataError as exc:
-        report.bad.append((f"{rec_path} identity records", str(exc)))
-        ranges = None
-    if ranges is not None and len(ranges) != num_classes:
-        report.notes.append(f"{len(ranges)} identity records but num_classes = {num_classes}")
 
 
 def _verify_bin(report: VerifyReport, path: str, expected, workers, progress, chunk) -> None:
@@ -377,15 +397,16 @@ def _verify_bin(report: VerifyReport, path: str, expected, workers, progress, ch
     _collect(report, results, lambda i: names[i])
 
 
-def _parse_pairs(pairs_file: str, report: VerifyReport) -> list[tuple[str, int]]:
-    """Parse LFW View-2 ``pairs.txt``; returns the referenced ``(name, number)`` images; problems go to ``report``."""
+def _parse_pairs(pairs_file: str, report: VerifyReport) -> list[tuple[str, int, int]]:
+    """Parse LFW View-2 ``pairs.txt``; returns the referenced ``(name, number, line)`` images; problems go to
+    ``report``."""
     try:
         with open(pairs_file, encoding="utf-8") as f:
             lines = f.read().splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         report.bad.append((pairs_file, f"{pairs_file}: cannot read: {exc}"))
         return []
-    images: list[tuple[str, int]] = []
+    images: list[tuple[str, int, int]] = []
     header: tuple[int, int] | None = None
     num_pairs = 0
     for lineno, raw in enumerate(lines, 1):
@@ -411,7 +432,7 @@ def _parse_pairs(pairs_file: str, report: VerifyReport) -> list[tuple[str, int]]
             )
             continue
         num_pairs += 1
-        images.extend([a, b])
+        images.extend([(*a, lineno), (*b, lineno)])
     if header is not None:
         want = header[0] * header[1] * 2
         if num_pairs != want:
@@ -432,10 +453,19 @@ def _verify_lfw_pairs(report: VerifyReport, folder: str, pairs_file: str, expect
     image_root = str(lfw_images_root(folder))
     refs = _parse_pairs(pairs_file, report)
     seen: dict[str, None] = {}
-    for name, num in refs:
-        seen.setdefault(os.path.join(image_root, name, f"{name}_{num:04d}.jpg"), None)
+    for name, num, lineno in refs:
+        where = f"{pairs_file}:{lineno}"
+        try:  # names are people, not paths: never read outside the images folder
+            if not is_plain_name(name):
+                raise DataError(f"{where}: {name!r} is not a person's name (a folder name inside {image_root}); "
+                                "refused")
+            path = confined(image_root, os.path.join(name, f"{name}_{num:04d}.jpg"), source=where, what="image")
+        except DataError as exc:
+            report.bad.append((where, str(exc)))
+            continue
+        seen.setdefault(path, None)
     paths = list(seen)
-    report.num_classes = len({n for n, _ in refs})
+    report.num_classes = len({n for n, _, _ in refs})
     report.notes.append(f"{len(refs) // 2} pairs referencing {len(paths)} distinct images under {image_root}")
     _verify_paths(report, paths, paths, expected, workers, progress, chunk)
 

@@ -182,6 +182,10 @@ def _run_pairs(spec: DataSpec, embedder: Any, options: EvalOptions) -> ProtocolR
         result, scores = verify_pairs(embedder, pairs, accuracy_method=options.accuracy_method,
                                       tar_method=options.tar_method or DEFAULT_TAR_METHOD["pairs"], fars=options.fars,
                                       batch_size=int(options.batch_size), flip=options.flip, progress=bar)
+    except InvalidOptionError as error:  # too few pairs, one class only, ...: a problem of the file, named
+        if spec.path is None:
+            raise
+        raise DataError(f"{spec.path}: cannot evaluate these {len(pairs.issame)} pairs: {error}") from None
     finally:
         if bar is not None:
             bar.close()

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import FaceSphereError
+from ..files import atomic_write_text
 from . import metrics as M
 from .verification import FARS
 
@@ -166,8 +167,7 @@ def _jsonable(value: Any) -> Any:
 def write_metrics_json(results: dict[str, Any], path: str | Path) -> Path:
     """Write ``results`` as JSON (numpy values converted; NaN / inf written as null). Returns the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_jsonable(results), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    atomic_write_text(path, json.dumps(_jsonable(results), indent=2, ensure_ascii=False) + "\n", what="metrics file")
     return path
 
 

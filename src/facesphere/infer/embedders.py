@@ -6,8 +6,10 @@ One entry point, :func:`load_embedder`, for every model source a user brings:
   file: the backbone and its input convention (size, colour order, pixel mean / std) come from the run's config;
 * an InsightFace ``arcface_torch`` **backbone.pth** (``arch="iresnet50"`` …; strict key mapping, see
   :func:`facesphere.backbones.iresnet.load_arcface_torch_state_dict`), input ``(p - 127.5) / 127.5``, RGB;
-* an **ONNX** recogniser, run in onnxruntime, or in OpenCV's DNN module where onnxruntime cannot load the graph
-  (the block-quantised SFace model of OpenCV Zoo keeps its weights as graph inputs, which onnxruntime refuses).
+* an **ONNX** recogniser, run in onnxruntime, or in OpenCV's DNN module where onnxruntime loads the graph but cannot
+  run it alone (the block-quantised SFace model of OpenCV Zoo keeps its weights as graph inputs). A file onnxruntime
+  refuses (malformed, or unsafe: external data outside the model's folder) is an error with onnxruntime's reason,
+  never passed to OpenCV (docs/security.md).
   ONNX models carry no input convention: pass ``input_color`` / ``input_mean`` / ``input_std`` (pixels are fed as
   ``(p - mean) / std``). Models whose conventions are known (:data:`KNOWN_ONNX_MODELS`) get them by default;
 * an ``nn.Module`` already in memory.
@@ -29,7 +31,7 @@ from torch import nn
 
 from ..backbones import BACKBONES, build_backbone
 from ..backbones.iresnet import load_arcface_torch_state_dict
-from ..errors import DataError, FaceSphereError, InvalidOptionError, UnknownNameError
+from ..errors import DataError, FaceSphereError, InvalidOptionError, UnknownNameError, describe_load_error
 from ..run.checkpoint import load_state_dict_checked
 from ..run.directory import load_run
 
@@ -277,6 +279,8 @@ def _load_onnx(path: Path, *, color: str | None, mean: float | None, std: float 
         "mean": mean if mean is not None else (known.mean if known else 127.5),
         "std": std if std is not None else (known.std if known else 127.5),
     }
+    if backend not in ("auto", "onnxruntime", "opencv"):
+        raise UnknownNameError(f"unknown ONNX backend {backend!r}; valid: auto, onnxruntime, opencv")
     errors: list[str] = []
     if backend in ("auto", "onnxruntime"):
         try:
@@ -289,26 +293,41 @@ def _load_onnx(path: Path, *, color: str | None, mean: float | None, std: float 
                 providers.insert(0, "CUDAExecutionProvider")
             options = ort.SessionOptions()
             options.log_severity_level = 3
-            session = None
             try:
                 session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
             except Exception as error:  # noqa: BLE001 - onnxruntime raises its own exception types
-                errors.append(f"onnxruntime cannot load it ({type(error).__name__}: {str(error).splitlines()[0]})")
-            else:
+                # onnxruntime validated the file and refused it (malformed, unsupported, or unsafe such as external
+                # data outside the model's folder): its reason is the answer; no other backend gets the file
+                reason = " ".join(str(error).split())[:500] or type(error).__name__
+                raise FaceSphereError(f"{path}: cannot load this ONNX model: onnxruntime refused it ({reason})") \
+                    from None
+            try:
                 inputs = session.get_inputs()
-                if len(inputs) != 1:  # e.g. block-quantised weights stored as graph inputs: OpenCV runs these
-                    errors.append(f"onnxruntime sees {len(inputs)} graph inputs (expected one image input)")
-                    session = None
-            if session is not None:
-                shape = session.get_inputs()[0].shape
-                in_size = size or (known.size if known else None) or _onnx_input_size(shape) or (112, 112)
-                return OnnxRuntimeEmbedder(path, session, input_size=in_size, **convention)
+                if len(inputs) == 1:
+                    shape = inputs[0].shape
+                    if len(shape) != 4:
+                        raise FaceSphereError(f"{path}: the model's input {inputs[0].name!r} has shape {shape}; a "
+                                              "face recogniser takes images (batch, 3, height, width)")
+                    in_size = size or (known.size if known else None) or _onnx_input_size(shape) or (112, 112)
+                    return OnnxRuntimeEmbedder(path, session, input_size=in_size, **convention)
+            except FaceSphereError:
+                raise
+            except Exception as error:  # noqa: BLE001 - e.g. names that are not UTF-8
+                raise FaceSphereError(f"{path}: cannot load this ONNX model: its inputs / outputs cannot be read "
+                                      f"({type(error).__name__}: {error})") from None
+            # a graph onnxruntime loads and checks but cannot run alone: block-quantised weights stored as graph
+            # inputs (OpenCV Zoo's SFace). The one case OpenCV DNN is for.
+            errors.append(f"onnxruntime sees {len(inputs)} graph inputs (expected one image input)")
+            if backend == "onnxruntime":
+                raise FaceSphereError(f"{path}: cannot load this ONNX model: " + "; ".join(errors))
+            del session
     if backend in ("auto", "opencv"):
         try:
             import cv2
         except ImportError:
             errors.append('OpenCV is not installed (pip install "facesphere[onnx]")')
         else:
+            _check_external_data(path)  # OpenCV does not confine external data: refuse such a file before it reads
             try:
                 net = cv2.dnn.readNet(str(path))
             except Exception as error:  # noqa: BLE001 - cv2.error
@@ -316,9 +335,41 @@ def _load_onnx(path: Path, *, color: str | None, mean: float | None, std: float 
             else:
                 in_size = size or (known.size if known else (112, 112))
                 return OpenCVEmbedder(path, net, input_size=in_size, **convention)
-    if backend not in ("auto", "onnxruntime", "opencv"):
-        raise UnknownNameError(f"unknown ONNX backend {backend!r}; valid: auto, onnxruntime, opencv")
     raise FaceSphereError(f"{path}: cannot load this ONNX model: " + "; ".join(errors))
+
+
+def _check_external_data(path: Path) -> None:
+    """Refuse an ONNX file whose tensors keep their data outside the model's folder (onnxruntime's rule, applied
+    before a backend that does not check it). Needs the ``onnx`` package; without it, or for a file it cannot
+    parse, the backend's own error stands."""
+    try:
+        import onnx
+    except ImportError:
+        return
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - not parseable: the backend reports it
+        return
+    folder = path.resolve().parent
+    graphs = [model.graph]
+    while graphs:
+        graph = graphs.pop()
+        tensors = list(graph.initializer) + [sparse.values for sparse in graph.sparse_initializer]
+        for node in graph.node:
+            for attribute in node.attribute:
+                tensors += [attribute.t, *attribute.tensors]
+                graphs += [attribute.g, *attribute.graphs]
+        for tensor in tensors:
+            if tensor.data_location != onnx.TensorProto.EXTERNAL:
+                continue
+            location = next((entry.value for entry in tensor.external_data if entry.key == "location"), "")
+            target = (folder / location).resolve()
+            if not location:
+                raise DataError(f"{path}: refused: tensor {tensor.name!r} keeps its data outside the file but names "
+                                "no file")
+            if Path(location).is_absolute() or (target != folder and folder not in target.parents):
+                raise DataError(f"{path}: refused: tensor {tensor.name!r} keeps its data in {location!r}, outside "
+                                f"the model's folder {folder}")
 
 
 def read_onnx_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
@@ -358,8 +409,7 @@ def _load_arcface_torch(path: Path, arch: str, *, device: str, fp16: bool, color
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001
-        raise FaceSphereError(f"{path}: cannot read as a PyTorch state dict ({type(error).__name__}: {error})") \
-            from None
+        raise FaceSphereError(f"{path}: {describe_load_error(error, 'PyTorch state dict')}") from None
     if isinstance(state, dict) and "backbone" in state and "config" in state:
         raise FaceSphereError(f"{path}: this is a facesphere checkpoint; drop --arch to load it with its config")
     weights = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state

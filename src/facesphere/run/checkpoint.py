@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, describe_load_error
 from ..files import atomic_write
 
 CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)\.pt$")
@@ -31,7 +31,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch raises many types for bad files
-        raise CheckpointError(f"{path}: cannot load checkpoint ({type(error).__name__}: {error})") from None
+        raise CheckpointError(f"{path}: {describe_load_error(error, 'checkpoint')}") from None
 
 
 def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:

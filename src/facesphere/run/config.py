@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,10 +20,11 @@ from typing import Any
 import yaml
 
 from ..backbones import BACKBONES, backbone_options
+from ..data import limits
 from ..data.transforms import Augmentation
 from ..errors import ConfigError, InvalidOptionError, UnknownNameError
 from ..files import atomic_write_text
-from ..heads import HEADS, head_options, resolve_aliases, resolved_options
+from ..heads import HEADS, build_head, head_options, resolve_aliases, resolved_options
 
 
 @dataclass
@@ -161,12 +163,43 @@ CHOICES = {
 # conversion
 
 
-def _parse_scalar(text: str) -> Any:
+def _parse_scalar(text: str, where: str = "command line") -> Any:
     """A command-line value as YAML scalar / list (``0.5`` -> float, ``true`` -> bool, ``[1, 2]`` -> list)."""
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
+        value = yaml.safe_load(text)
+    except (yaml.YAMLError, RecursionError, ValueError, TypeError, OverflowError):
         return text
+    check_size(value, where)
+    return value
+
+
+def _as_float(value: str) -> float | None:
+    """``value`` as a float when Python's ``float()`` reads it (``1e6``, ``5e-4``, ``1_000.5``, ``inf``), else None.
+
+    YAML 1.1 (PyYAML) reads ``1e6`` and ``5e-4`` as strings (its floats need a dot), so every number that reaches
+    the config as text goes through here too."""
+    try:
+        return float(value.strip())
+    except ValueError:
+        return None
+
+
+def check_size(value: Any, where: str, limit: int | None = None) -> None:
+    """Refuse a value holding more than ``limit`` values in all (YAML aliases expanded; a self-referencing
+    structure counts forever): the "billion laughs" bomb, refused after ``limit`` steps instead of spinning."""
+    limit = limits.MAX_CONFIG_VALUES if limit is None else limit
+    stack, count = [value], 0
+    while stack:
+        item = stack.pop()
+        count += 1
+        if count > limit:
+            raise ConfigError(f"{where}: holds more than {limit} values (YAML anchors and aliases nested into each "
+                              "other, or a structure that refers to itself); a config is a few hundred values")
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple, set)):
+            stack.extend(item)
 
 
 def _convert(value: Any, annotation: Any, where: str) -> Any:
@@ -182,7 +215,7 @@ def _convert(value: Any, annotation: Any, where: str) -> Any:
         return value
     if origin is list:
         if isinstance(value, str):
-            value = _parse_scalar(value)
+            value = _parse_scalar(value, where)
         if isinstance(value, tuple):
             value = list(value)
         if not isinstance(value, list):
@@ -191,35 +224,55 @@ def _convert(value: Any, annotation: Any, where: str) -> Any:
         return [_convert(v, item_type, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict or annotation is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{where}: expected a mapping, got {_shown(value)}")
         return dict(value)
     if isinstance(value, str) and annotation is not str:
-        value = _parse_scalar(value)
+        value = _parse_scalar(value, where)
     if annotation is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        raise ConfigError(f"{where}: expected true or false, got {_shown(value)}")
     if annotation is int:
+        if isinstance(value, str) and _as_float(value) is not None:  # 1e4 (YAML 1.1 leaves it a string)
+            value = _as_float(value)
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+                value = int(value)
+            else:
+                raise ConfigError(f"{where}: expected an integer, got {_shown(value)}")
+        if not -(1 << 63) <= value < 1 << 63:
+            raise ConfigError(f"{where}: the integer {_shown(value)} is out of range")
         return value
     if annotation is float:
+        if isinstance(value, str) and _as_float(value) is not None:
+            return _as_float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+            raise ConfigError(f"{where}: expected a number, got {_shown(value)}")
+        try:
+            return float(value)
+        except OverflowError:
+            raise ConfigError(f"{where}: the number {_shown(value)} is out of range") from None
     if annotation is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
+            raise ConfigError(f"{where}: expected a string, got {_shown(value)}")
         return str(value)
     return value
+
+
+def _shown(value: Any) -> str:
+    """A value for a message: its ``repr``, cut short (a config value can be a long string or a deep list)."""
+    try:
+        text = repr(value) if not isinstance(value, int) or value.bit_length() < 300 else f"an integer of " \
+            f"{value.bit_length()} bits"
+    except (RecursionError, ValueError):
+        text = f"a {type(value).__name__}"
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def convert_like(value: Any, default: Any, where: str) -> Any:
     """Convert ``value`` to the type of ``default`` (head / backbone options are typed by their defaults)."""
     if default is None:
-        return _parse_scalar(value) if isinstance(value, str) else value
+        return _parse_scalar(value, where) if isinstance(value, str) else value
     if isinstance(default, bool):
         return _convert(value, bool, where)
     if isinstance(default, int):
@@ -229,8 +282,16 @@ def convert_like(value: Any, default: Any, where: str) -> Any:
     if isinstance(default, str):
         return _convert(value, str, where)
     if isinstance(default, (tuple, list)):
-        converted = _convert(value, list, where)
-        return tuple(converted) if isinstance(default, tuple) else converted
+        if isinstance(value, str):
+            value = _parse_scalar(value, where)
+        if value is None or isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a list, got {_shown(value)}")
+        items = list(value) if isinstance(value, (list, tuple)) else [value]
+        kinds = {type(v) for v in default}
+        if len(kinds) == 1 and kinds <= {bool, int, float, str}:  # items typed like the default's
+            kind = kinds.pop()
+            items = [convert_like(v, kind(), f"{where}[{i}]") for i, v in enumerate(items)]
+        return tuple(items) if isinstance(default, tuple) else items
     return value
 
 
@@ -252,6 +313,7 @@ def _set(config: Config, key: str, value: Any, source: str) -> None:
     if len(parts) != 2:
         raise ConfigError(f"{source}: {key!r} must be SECTION.FIELD with SECTION one of {', '.join(SECTIONS)}")
     section_name, field_name = parts
+    check_size(value, f"{source}: {key}")
     if section_name not in SECTIONS:
         raise ConfigError(f"{source}: unknown section {section_name!r}; valid sections: {', '.join(SECTIONS)}")
     section = getattr(config, section_name)
@@ -276,14 +338,19 @@ def apply_mapping(config: Config, mapping: dict[str, Any], source: str) -> None:
     """Apply a nested mapping ``{section: {field: value}}`` (a YAML file's content)."""
     if not isinstance(mapping, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of sections ({', '.join(SECTIONS)})")
+    check_size(mapping, source)
     for section_name, values in mapping.items():
-        if section_name not in SECTIONS:
-            raise ConfigError(f"{source}: unknown section {section_name!r}; valid sections: {', '.join(SECTIONS)}")
+        if not isinstance(section_name, str) or section_name not in SECTIONS:
+            raise ConfigError(f"{source}: unknown section {_shown(section_name)}; valid sections: "
+                              f"{', '.join(SECTIONS)}")
         if not isinstance(values, dict):
-            raise ConfigError(f"{source}: section {section_name!r} must be a mapping, got {values!r}")
+            raise ConfigError(f"{source}: section {section_name!r} must be a mapping, got {_shown(values)}")
         # the head / backbone name first, so that its options validate against the right registry entry
         ordered = sorted(values.items(), key=lambda kv: kv[0] not in ("name", "backbone"))
         for field_name, value in ordered:
+            if not isinstance(field_name, str):
+                raise ConfigError(f"{source}: section {section_name!r} has the key {_shown(field_name)}; keys are "
+                                  "names")
             _set(config, f"{section_name}.{field_name}", value, source)
 
 
@@ -321,8 +388,103 @@ def _check_registry_options(section: str, name: str, options: dict[str, Any], de
         options[key] = convert_like(value, defaults[key], f"{section}.{key}")
 
 
-def validate(config: Config) -> Config:
-    """Check choices and the head / backbone options against their registries (types from the defaults)."""
+def _number(name: str, value: Any, *, low: float | None = None, high: float | None = None, low_open: bool = False,
+            high_open: bool = False, none: bool = False) -> None:
+    """``value`` must be a finite number in the range (``None`` too when ``none``); else a ConfigError."""
+    if value is None and none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {_shown(value)}")
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
+        left = "(" if low_open else "["
+        right = ")" if high_open else "]"
+        bounds = f"{left}{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}{right}"
+        raise ConfigError(f"{name} must be in {bounds}, got {_shown(value)}")
+
+
+#: Largest scale (``s``; SphereFace2's ``r``) a head accepts: the logits are s·cos θ, so s = 1000 already makes a
+#: softmax of e^1000 ratios; published values are 30-64.
+MAX_HEAD_SCALE = 1000.0
+#: Largest embedding: far above any published model (512), far below what a config may make a backbone allocate.
+MAX_EMBED_DIM = 65536
+
+
+def _check_ranges(config: Config) -> None:
+    """Ranges of every numeric field (docs/training.md, "Config"): a value outside them crashes or trains nonsense."""
+    data, optim, train, head = config.data, config.optim, config.train, config.head
+    for section in (data, optim, train, head):  # every float field finite (NaN / inf are never meaningful)
+        for f in dataclasses.fields(section):
+            value = getattr(section, f.name)
+            if isinstance(value, float):
+                _number(f"{type(section).__name__.removesuffix('Config').lower()}.{f.name}", value)
+    at_least = [("data.batch_size", data.batch_size, 1), ("train.steps", train.steps, 1),
+                ("optim.accumulate", optim.accumulate, 1), ("model.embed_dim", config.model.embed_dim, 1),
+                ("data.synthetic_identities", data.synthetic_identities, 1),
+                ("data.synthetic_images_per_identity", data.synthetic_images_per_identity, 1),
+                ("data.synthetic_val_pairs_per_fold", data.synthetic_val_pairs_per_fold, 1),
+                ("data.num_workers", data.num_workers, 0), ("optim.warmup_steps", optim.warmup_steps, 0),
+                ("train.seed", train.seed, 0), ("train.threads", train.threads, 0),
+                ("train.log_every", train.log_every, 1), ("train.val_every", train.val_every, 0),
+                ("train.checkpoint_every", train.checkpoint_every, 1),
+                ("train.keep_checkpoints", train.keep_checkpoints, 0),
+                ("train.max_nonfinite_steps", train.max_nonfinite_steps, 0)]
+    for name, value, minimum in at_least:
+        if value < minimum:
+            raise ConfigError(f"{name} must be ≥ {minimum}, got {value}")
+    if config.model.embed_dim > MAX_EMBED_DIM:
+        raise ConfigError(f"model.embed_dim must be ≤ {MAX_EMBED_DIM}, got {config.model.embed_dim}")
+    if len(data.image_size) != 2:
+        raise ConfigError(f"data.image_size must be [H, W], got {data.image_size}")
+    height, width = data.image_size
+    if height < 1 or width < 1 or height * width > limits.MAX_IMAGE_PIXELS:
+        raise ConfigError(f"data.image_size must be two positive sides of at most {limits.MAX_IMAGE_PIXELS} pixels "
+                          f"in all, got {data.image_size}")
+    _number("data.pixel_std", data.pixel_std, low=0, low_open=True)
+    _number("data.synthetic_difficulty", data.synthetic_difficulty, low=0)
+    _number("data.synthetic_identity_spread", data.synthetic_identity_spread, low=0)
+    _number("data.synthetic_label_noise", data.synthetic_label_noise, low=0, high=1)
+    _number("data.max_bad_fraction", data.max_bad_fraction, low=0, high=1)
+    _number("optim.lr", optim.lr, low=0, low_open=True)
+    _number("optim.head_lr", optim.head_lr, low=0, low_open=True, none=True)
+    _number("optim.weight_decay", optim.weight_decay, low=0)
+    _number("optim.momentum", optim.momentum, low=0, high=1)
+    _number("optim.gamma", optim.gamma, low=0, low_open=True)
+    _number("optim.power", optim.power, low=0)
+    _number("optim.min_lr", optim.min_lr, low=0)
+    _number("optim.clip_grad_norm", optim.clip_grad_norm, low=0)
+    if len(optim.betas) != 2:
+        raise ConfigError(f"optim.betas must be [beta1, beta2], got {optim.betas}")
+    for i, beta in enumerate(optim.betas):
+        _number(f"optim.betas[{i}]", beta, low=0, high=1, high_open=True)
+    for i, milestone in enumerate(optim.milestones):
+        _number(f"optim.milestones[{i}]", milestone, low=0)
+    if not 0 < head.partial_fc_rate <= 1:
+        raise ConfigError(f"head.partial_fc_rate must be in (0, 1], got {head.partial_fc_rate}")
+    for section, options in (("head", head.options), ("model", config.model.options)):
+        for key, value in options.items():
+            if isinstance(value, float):
+                _number(f"{section}.{key}", value)
+    for key in ("s", "r"):
+        if key in head.options and head.options[key] is not None:
+            _number(f"head.{key}", head.options[key], low=0, low_open=True, high=MAX_HEAD_SCALE)
+
+
+def validate(config: Config, source: str | None = None) -> Config:
+    """Check choices, ranges and the head / backbone options against their registries (types from the defaults).
+
+    ``source`` (the file, or ``"command line"``) starts every message that does not name its origin already."""
+    try:
+        return _validate(config)
+    except ConfigError as error:
+        message = str(error)
+        if source and not message.startswith(source):
+            raise ConfigError(f"{source}: {message}") from None
+        raise
+
+
+def _validate(config: Config) -> Config:
     for (section_name, field_name), valid in CHOICES.items():
         value = getattr(getattr(config, section_name), field_name)
         if value not in valid:
@@ -346,16 +508,35 @@ def validate(config: Config) -> Config:
         Augmentation.from_config(config.data)
     except InvalidOptionError as error:
         raise ConfigError(str(error)) from None
-    if len(config.data.image_size) != 2:
-        raise ConfigError(f"data.image_size must be [H, W], got {config.data.image_size}")
-    positive = [("data.batch_size", config.data.batch_size), ("train.steps", config.train.steps),
-                ("optim.accumulate", config.optim.accumulate), ("model.embed_dim", config.model.embed_dim)]
-    for name, value in positive:
-        if value < 1:
-            raise ConfigError(f"{name} must be ≥ 1, got {value}")
-    if not 0 < config.head.partial_fc_rate <= 1:
-        raise ConfigError(f"head.partial_fc_rate must be in (0, 1], got {config.head.partial_fc_rate}")
+    _check_ranges(config)
+    try:  # the head checks the rest of its options itself (a tiny one: 2 classes of 4-d)
+        build_head(config.head.name, embed_dim=4, num_classes=2, **config.head.options)
+    except (InvalidOptionError, UnknownNameError, TypeError, ValueError) as error:
+        raise ConfigError(f"head {config.head.name!r}: {error}") from None
     return config
+
+
+def _read_config_file(path: Path) -> Any:
+    """The YAML content of a config file: at most :data:`~facesphere.data.limits.MAX_CONFIG_BYTES`, UTF-8, plain YAML
+    (no Python tags: ``yaml.safe_load``); every failure a ConfigError naming the file."""
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(limits.MAX_CONFIG_BYTES + 1)
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read config: {error.strerror or error}") from None
+    if len(raw) > limits.MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {limits.MAX_CONFIG_BYTES} bytes; not a facesphere config")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {error.start}: {raw[error.start:error.start + 1]!r}); a "
+                          "config is a UTF-8 YAML file") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    except (RecursionError, ValueError, TypeError, OverflowError, MemoryError) as error:
+        raise ConfigError(f"{path}: not valid YAML ({type(error).__name__}: {str(error)[:200]})") from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | list[tuple[str, str]] | None = None) -> Config:
@@ -363,19 +544,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] | list[tupl
     config = Config()
     if path is not None:
         path = Path(path)
-        try:
-            mapping = yaml.safe_load(path.read_text()) or {}
-        except OSError as error:
-            raise ConfigError(f"{path}: cannot read config: {error.strerror or error}") from None
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not valid YAML: {error}") from None
-        apply_mapping(config, mapping, str(path))
+        mapping = _read_config_file(path)
+        apply_mapping(config, {} if mapping is None else mapping, str(path))
     pairs = parse_overrides(overrides) if overrides and isinstance(overrides[0], str) else (overrides or [])
     # head.name / model.backbone first, so their options validate against the chosen entry
     pairs = sorted(pairs, key=lambda kv: kv[0] not in ("head.name", "model.backbone"))
     for key, value in pairs:
         _set(config, key, value, "command line")
-    return validate(config)
+    if path is not None and pairs:
+        source = f"{path} + command line"
+    else:
+        source = str(path) if path is not None else "command line"
+    return validate(config, source)
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:
@@ -386,7 +566,7 @@ def config_to_dict(config: Config) -> dict[str, Any]:
 def config_from_dict(mapping: dict[str, Any], source: str = "config") -> Config:
     config = Config()
     apply_mapping(config, mapping, source)
-    return validate(config)
+    return validate(config, source)
 
 
 def save_config(config: Config, path: str | Path) -> None:

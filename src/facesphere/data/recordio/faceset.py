@@ -9,6 +9,7 @@ import struct
 import numpy as np
 
 from ...errors import DataError
+from .. import limits
 from .framing import LEN_BITS, LEN_MASK, MAGIC, RecordReader, resolve_prefix
 from .records import IR_SIZE, IRHeader, unpack_image_record
 
@@ -51,9 +52,15 @@ class RecordIOFaceSet:
         path = self.property_path
         if not os.path.isfile(path):
             return None
-        with open(path, encoding="utf-8", errors="replace") as f:
-            text = f.read().strip()
         try:
+            with open(path, "rb") as f:
+                raw = f.read(1025)  # one short line; anything longer is not a property file
+        except OSError as e:
+            raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
+        text = raw.decode("utf-8", errors="replace").strip()
+        try:
+            if len(raw) > 1024:
+                raise ValueError
             vals = [int(v) for v in text.split(",")]
             if len(vals) != 3 or min(vals) < 0:
                 raise ValueError
@@ -61,6 +68,16 @@ class RecordIOFaceSet:
             raise DataError(
                 f"{path}: expected 'num_classes,height,width' (three non-negative integers), got {text[:80]!r}"
             ) from None
+        if vals[0] > limits.MAX_CLASSES:
+            raise DataError(
+                f"{path}: claims {vals[0]} classes, more than facesphere's limit of {limits.MAX_CLASSES} "
+                "(RecordIO class ids are float32, exact only up to 2**24): the property file is corrupt"
+            )
+        if vals[1] * vals[2] > limits.MAX_IMAGE_PIXELS:
+            raise DataError(
+                f"{path}: claims {vals[1]}x{vals[2]} images, more than facesphere's limit of "
+                f"{limits.MAX_IMAGE_PIXELS} pixels: the property file is corrupt"
+            )
         return vals[0], vals[1], vals[2]
 
     def _detect_layout(self) -> None:
@@ -76,6 +93,20 @@ class RecordIOFaceSet:
                         f"{head.flag} value(s); expected [a, b]"
                     )
                 is_header = True
+        elif self.idx_path is not None and len(keys) and r.size >= 8:
+            # the file starts with InsightFace's header record, but the index does not list it: an index cut
+            # short (or of another file) would silently read a different, smaller set
+            try:
+                first, _ = r.read_at(0)
+                flag = struct.unpack_from("<I", first)[0] if len(first) >= IR_SIZE else 0
+                looks_like_header = flag >= 2 and len(first) == IR_SIZE + 4 * flag
+            except DataError:
+                looks_like_header = False
+            if looks_like_header:
+                raise DataError(
+                    f"{self.idx_path}: {self.rec_path} starts with an InsightFace header record but the index has "
+                    "no key 0: the .idx is truncated or does not belong to this .rec"
+                )
         if not is_header:
             self._image_keys = keys.copy()
             self._a = self._b = None
@@ -87,6 +118,11 @@ class RecordIOFaceSet:
                 "1 <= a <= b (image keys 1..a-1, identity keys a..b-1)"
             )
         a, b = int(a), int(b)
+        if b - 1 > len(keys):  # checked before any allocation sized by the header
+            raise DataError(
+                f"{self.rec_path}: record key 0 header [a, b] = [{a}, {b}] says keys 1..{b - 1} exist, but the "
+                f"{'index' if self.idx_path else 'file'} holds only {len(keys)} records: the header is corrupt"
+            )
         self.header = (a, b)
         needed = np.arange(1, b, dtype=np.int64)
         ok = r.has_keys(needed)
@@ -180,7 +216,57 @@ class RecordIOFaceSet:
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             self._label_int(out[i], int(keys[i]))
-        return out.astype(np.int64)
+        labels = out.astype(np.int64)
+        self._check_labels(labels)
+        return labels
+
+    def _check_labels(self, labels: np.ndarray) -> None:
+        """Labels within the class count and, where the set has identity records, in their class's key range."""
+        if not labels.size:
+            return
+        limit = self._prop[0] if self._prop is not None else limits.MAX_CLASSES
+        over = np.flatnonzero(labels >= limit)
+        if over.size:
+            i = int(over[0])
+            where = f"{self.property_path} says {limit} classes" if self._prop is not None else (
+                f"facesphere's limit is {limit} classes")
+            raise DataError(f"{self.rec_path}: record key {int(self._image_keys[i])}: label {int(labels[i])} is out "
+                            f"of range ({where}; {over.size} record(s) affected)")
+        wrong = self.contradicted_labels(labels)
+        if wrong.size:
+            i = int(wrong[0])
+            raise DataError(f"{self.rec_path}: {self.label_contradiction(i, int(labels[i]))}"
+                            + (f" ({wrong.size} records affected)" if wrong.size > 1 else ""))
+
+    def expected_labels(self) -> np.ndarray | None:
+        """The class of every image (dataset order) according to the identity records: ``-1`` where no record
+        covers its key; None without identity records."""
+        ranges = self.class_ranges
+        if ranges is None:
+            return None
+        by_key = np.full(self._a, -1, dtype=np.int64)  # image keys are 1 .. a-1
+        for c, (start, end) in enumerate(ranges.tolist()):
+            by_key[start:end] = c
+        return by_key[self._image_keys]
+
+    def contradicted_labels(self, labels: np.ndarray) -> np.ndarray:
+        """Dataset positions whose label disagrees with the identity records (empty without them)."""
+        expected = self.expected_labels()
+        if expected is None:
+            return np.zeros(0, dtype=np.int64)
+        return np.flatnonzero(expected != labels)
+
+    def label_contradiction(self, i: int, label: int) -> str:
+        """Why image ``i``'s ``label`` contradicts the identity records (for messages)."""
+        key = int(self._image_keys[i])
+        expected = self.expected_labels()
+        c = int(expected[i]) if expected is not None else -1
+        if c < 0:
+            return (f"record key {key} has label {label} but no identity record (keys {self._a}..{self._b - 1}) "
+                    "covers this key")
+        start, end = (int(v) for v in self.class_ranges[c])
+        return (f"record key {key} has label {label} but identity record key {self._a + c} says keys "
+                f"[{start}, {end}) are class {c}")
 
     @property
     def class_ranges(self) -> np.ndarray | None:
@@ -190,15 +276,21 @@ class RecordIOFaceSet:
             return None
         if self._class_ranges is None:
             rows = []
+            previous_end = 1
             for key in range(self._a, self._b):
-                head, label, _ = unpack_image_record(
-                    self._reader.read(key), source=f"{self.rec_path}: identity record key {key}"
-                )
+                where = f"{self.rec_path}: identity record key {key}"
+                head, label, _ = unpack_image_record(self._reader.read(key), source=where)
                 if head.flag < 2:
+                    raise DataError(f"{where} has no [start, end) label array")
+                start, end = float(label[0]), float(label[1])
+                if not (start.is_integer() and end.is_integer() and previous_end <= start <= end <= self._a):
                     raise DataError(
-                        f"{self.rec_path}: identity record key {key} has no [start, end) label array"
+                        f"{where}: [start, end) = [{start:g}, {end:g}] is invalid; expected integers with "
+                        f"{previous_end} <= start <= end <= {self._a} (image keys 1..{self._a - 1}, classes in key "
+                        "order, not overlapping)"
                     )
-                rows.append((int(label[0]), int(label[1])))
+                previous_end = int(end)
+                rows.append((int(start), int(end)))
             self._class_ranges = np.asarray(rows, dtype=np.int64).reshape(-1, 2)
         return self._class_ranges
 

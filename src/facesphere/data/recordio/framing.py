@@ -20,6 +20,7 @@ LEN_BITS = 29
 LEN_MASK = (1 << LEN_BITS) - 1
 _FRAME = struct.Struct("<II")
 _MAX_HINT = 16 << 20  # largest single read issued on a guess of the record's size
+_INT64 = 1 << 63
 
 # --------------------------------------------------------------------------------------------------------------
 # framing
@@ -196,11 +197,14 @@ class RecordReader:
         if keys is None:  # locate the offending line
             with open(self.path_idx, "rb") as f:
                 keys, offsets = self._parse_idx_slow(f.read())
+        if len(keys) == 0 and self.size > 0:
+            raise DataError(f"{self.path_idx}: the index lists no records but {self.path_rec} holds {self.size} bytes; "
+                            "the .idx is truncated or does not belong to this .rec")
         bad = np.flatnonzero(offsets < 0)
         if bad.size:
             i = int(bad[0])
             raise DataError(f"{self.path_idx}: key {int(keys[i])} has a negative offset {int(offsets[i])}")
-        past = np.flatnonzero(offsets + 8 > self.size)
+        past = np.flatnonzero(offsets > self.size - 8)  # not offsets + 8: that could overflow int64
         if past.size:
             i = int(past[0])
             raise DataError(
@@ -220,6 +224,12 @@ class RecordReader:
                 if len(parts) != 2:
                     raise ValueError
                 k, o = int(parts[0]), int(parts[1])
+                if not (-_INT64 <= k < _INT64 and -_INT64 <= o < _INT64):
+                    text = line.decode("utf-8", "replace")[:80]
+                    raise DataError(
+                        f"{self.path_idx}: line {lineno}: key or offset out of range in {text!r} (both must be "
+                        "64-bit integers)"
+                    )
             except ValueError:
                 text = line.decode("utf-8", "replace")[:80]
                 raise DataError(
@@ -373,6 +383,11 @@ class RecordReader:
                 raise DataError(f"{self._where(key, offset)}: {what} part flag {cflag} (at byte {pos})")
             start = pos + 8
             rel = start - base
+            if start + length > self.size:  # before reading: a part's length is read from the file
+                raise DataError(
+                    f"{self._where(key, offset)}: record part needs {length} bytes from byte {start} but the file "
+                    f"has only {max(self.size - start, 0)}: the .rec file is truncated"
+                )
             if rel + length <= len(buf):
                 data = buf[rel : rel + length]
             else:

@@ -8,7 +8,7 @@ import sqlite3
 import threading
 import uuid
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -185,6 +185,9 @@ class Gallery:
                         }
                         connection.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", meta.items())
                         connection.execute("COMMIT")
+                    except sqlite3.Error as error:
+                        raise OutputError(f"{database}: cannot create the gallery ({error}); nothing was "
+                                          "written") from None
                     finally:
                         connection.close()
                 finally:
@@ -262,15 +265,28 @@ class Gallery:
 
     @contextmanager
     def _transaction(self, *, write: bool) -> Iterator[sqlite3.Connection]:
+        """One SQLite transaction: committed whole or rolled back whole. An SQLite failure (disk full, I/O error, a
+        corrupt database) becomes an :class:`OutputError` (writing) or :class:`DataError` (reading) naming the
+        database; a rolled-back write leaves the gallery as it was."""
         connection = self._connection
-        connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         try:
-            yield connection
-        except BaseException:
+            connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                yield connection
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+        except sqlite3.Error as error:
             if connection.in_transaction:
-                connection.execute("ROLLBACK")
-            raise
-        connection.execute("COMMIT")
+                with suppress(sqlite3.Error):
+                    connection.execute("ROLLBACK")
+            database = self.path / DB_NAME
+            if write:
+                raise OutputError(f"{database}: cannot write to the gallery ({error}); the change was rolled back "
+                                  "and the gallery is as it was") from None
+            raise DataError(f"{database}: cannot read the gallery database ({error})") from None
 
     def _rows(self, sql: str, args: Sequence[Any]) -> tuple[np.ndarray, list[str], np.ndarray]:
         """``(ids, identities, vectors (N, D) float32)`` of the entries selected by ``sql``."""
