@@ -4,6 +4,9 @@
     python benchmarks/train.py --markdown docs/benchmarks.md
     python benchmarks/train.py --device cuda --amp  # on a GPU: adds iresnet50 AMP images/s
 
+Part 0 (``--formats``): the CPU number formats of a training step, the FIW recipe's backbone (narrow SFNet-20 with BN,
+batch 128, ArcFace over 2,341 identities) and iresnet50: fp32, channels-last, bf16 autocast and both, measured in
+interleaved rounds of the same run; ratio = images/s over fp32's.
 Part 1: images/s of one full training step (forward, SphereFace-R / ArcFace head, backward, SGD step) of sfnet20 and
 iresnet50 at a small batch. Part 2: the head alone (ArcFace, D = 512) at C = 1,000,000 identities, batch 64, with
 Partial FC sampling rate ρ = 1.0 and 0.1: median step time (forward + backward + SGD step) and peak resident memory.
@@ -62,6 +65,60 @@ def backbone_throughput(name: str, batch: int, head: str, device: str, amp: bool
     return batch / time_steps(step, repeats)
 
 
+FORMATS = {"fp32": (False, False), "fp32 + channels-last": (True, False), "bf16 autocast": (False, True),
+           "bf16 autocast + channels-last": (True, True)}
+
+
+def format_throughput(name: str, options: dict, batch: int, classes: int, rounds: int, repeats: int) -> dict:
+    """Images/s of the trainer's step (forward under autocast, ArcFace head in fp32, backward, SGD) per format.
+
+    The four formats are timed round-robin (``rounds`` rounds of ``repeats`` steps each, median per format), so a
+    change in the machine's load touches them alike."""
+    steps = {}
+    for label, (channels_last, bf16) in FORMATS.items():
+        torch.manual_seed(0)
+        backbone = fs.build_backbone(name, embed_dim=512, **options)
+        head = fs.build_head("arcface", embed_dim=512, num_classes=classes)
+        memory = torch.channels_last if channels_last else torch.contiguous_format
+        backbone = backbone.to(memory_format=memory)
+        optimizer = torch.optim.SGD(list(backbone.parameters()) + list(head.parameters()), lr=0.01, momentum=0.9)
+        images = torch.randn(batch, 3, 112, 112).contiguous(memory_format=memory)
+        labels = torch.randint(0, classes, (batch,))
+
+        def step(backbone=backbone, head=head, optimizer=optimizer, images=images, labels=labels, bf16=bf16):
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                embeddings = backbone(images)
+            head(embeddings.float(), labels).loss.backward()
+            optimizer.step()
+
+        step()  # warm-up (allocations, oneDNN kernel choice)
+        steps[label] = step
+    times: dict[str, list[float]] = {label: [] for label in steps}
+    for _ in range(rounds):
+        for label, step in steps.items():
+            for _ in range(repeats):
+                start = time.perf_counter()
+                step()
+                times[label].append(time.perf_counter() - start)
+    return {label: batch / statistics.median(values) for label, values in times.items()}
+
+
+def format_section(args) -> str:
+    cases = (("sfnet20", {"channels": (32, 64, 128, 256), "batchnorm": True}, "SFNet-20 (32-64-128-256, BN)",
+              args.format_batch),
+             ("iresnet50", {}, "iResNet-50", max(args.format_batch // 4, 1)))
+    lines = ["| backbone | batch | format | images/s | ratio to fp32 |", "|---|---:|---|---:|---:|"]
+    for name, options, label, batch in cases:
+        result = format_throughput(name, options, batch, 2341, args.rounds, args.repeats)
+        print(label, result, file=sys.stderr)
+        for fmt, ips in result.items():
+            lines.append(f"| {label} | {batch} | {fmt} | {ips:.1f} | {ips / result['fp32']:.2f} |")
+    return "\n".join([f"Machine: {machine()}. One training step (forward, ArcFace over 2,341 identities, backward, "
+                       f"SGD); {args.rounds} interleaved rounds of {args.repeats} steps, median. The SFNet-20 is the "
+                       "FIW recipe's backbone at its batch; iResNet-50 at a quarter of it.", ""] + lines)
+
+
 def _status_kib(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -109,12 +166,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--head-batch", type=int, default=64)
     parser.add_argument("--amp", action="store_true", help="also time iresnet50 with fp16 autocast (CUDA)")
     parser.add_argument("--markdown", type=Path)
+    parser.add_argument("--formats", action="store_true", help="only part 0: fp32 / channels-last / bf16 steps")
+    parser.add_argument("--format-batch", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--head-case", nargs=2, metavar=("CLASSES", "RATE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.head_case:
         result = head_case(int(args.head_case[0]), float(args.head_case[1]), args.head_batch, args.repeats)
         print(json.dumps(result))
+        return 0
+
+    if args.formats:
+        text = format_section(args)
+        print(text)
+        if args.markdown:
+            write_section(args.markdown, "train-formats", text)
         return 0
 
     rows = []

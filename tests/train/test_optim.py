@@ -24,6 +24,16 @@ def test_no_weight_decay_on_norms_and_biases_and_separate_head_lr():
     assert sgd.defaults["nesterov"]
 
 
+def test_decay_all_puts_every_parameter_in_a_decaying_group():
+    backbone = fs.build_backbone("sfnet4", embed_dim=16, batchnorm=True, channels=(4, 4, 4, 4))
+    head = fs.build_head("sphereface2", embed_dim=16, num_classes=5)
+    groups = param_groups(backbone, head, OptimConfig(weight_decay=5e-4, decay_all=True))
+    assert [g["tag"] for g in groups] == ["backbone", "head"]
+    assert all(g["weight_decay"] == 5e-4 for g in groups)
+    assert any(p is head.bias for p in groups[1]["params"])
+    assert sum(len(g["params"]) for g in groups) == len(list(backbone.parameters())) + len(list(head.parameters()))
+
+
 @pytest.mark.parametrize(
     "schedule,expected",
     [

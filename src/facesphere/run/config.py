@@ -100,7 +100,8 @@ class OptimConfig:
 
     ``schedule``: ``step`` (× gamma at each of ``milestones``, given as fractions of the total steps when ≤ 1),
     ``poly`` (polynomial decay with ``power`` to ``min_lr``), ``cosine`` or ``constant``; all after
-    ``warmup_steps`` of linear warm-up. Weight decay is not applied to BatchNorm / PReLU parameters and biases.
+    ``warmup_steps`` of linear warm-up. Weight decay is not applied to BatchNorm / PReLU parameters and biases
+    unless ``decay_all`` (every parameter decays, as in OpenSphere's and arcface_torch's recipes).
     ``head_lr`` (default: ``lr``) is the learning rate of the classification head.
     """
 
@@ -118,6 +119,7 @@ class OptimConfig:
     min_lr: float = 0.0
     warmup_steps: int = 50
     clip_grad_norm: float = 5.0
+    decay_all: bool = False
     accumulate: int = 1
 
 

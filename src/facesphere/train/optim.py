@@ -16,7 +16,9 @@ def _no_decay(name: str, param: torch.Tensor) -> bool:
 
 
 def param_groups(backbone: nn.Module, head: nn.Module, config: OptimConfig) -> list[dict]:
-    """Backbone with / without decay, head with / without decay; the head may have its own learning rate."""
+    """Backbone with / without decay, head with / without decay; the head may have its own learning rate.
+
+    With ``config.decay_all`` every parameter is in a decaying group (BatchNorm, PReLU and biases included)."""
     head_lr = config.head_lr if config.head_lr is not None else config.lr
     groups = []
     for module, lr, tag in ((backbone, config.lr, "backbone"), (head, head_lr, "head")):
@@ -24,7 +26,7 @@ def param_groups(backbone: nn.Module, head: nn.Module, config: OptimConfig) -> l
         for name, param in module.named_parameters():
             if not param.requires_grad:
                 continue
-            (no_decay if _no_decay(name, param) else decay).append(param)
+            (no_decay if not config.decay_all and _no_decay(name, param) else decay).append(param)
         if decay:
             groups.append({"params": decay, "weight_decay": config.weight_decay, "lr": lr, "base_lr": lr, "tag": tag})
         if no_decay:
