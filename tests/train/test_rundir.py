@@ -103,3 +103,18 @@ def test_a_run_that_fails_in_its_first_step_is_removed_a_later_failure_kept(tmp_
     assert [step for step, _ in list_checkpoints(tmp_path / "later")] == [1, 2]
     monkeypatch.setattr(loop, "set_learning_rate", set_learning_rate)
     assert train(resume=tmp_path / "later", progress=False)["steps"] == 4
+
+
+def test_a_directory_taken_by_another_process_while_starting_is_not_shared(tmp_path, tiny_overrides, monkeypatch):
+    run = tmp_path / "run"
+    load_val_sets = loop._load_val_sets
+
+    def racing(config):  # another run writes there while this one builds its data and model
+        run.mkdir()
+        (run / "config.yaml").write_text("theirs")
+        return load_val_sets(config)
+
+    monkeypatch.setattr(loop, "_load_val_sets", racing)
+    with pytest.raises(RunExistsError, match="another process"):
+        train(_config(tiny_overrides, "--train.steps", "1"), out=run, progress=False)
+    assert (run / "config.yaml").read_text() == "theirs"

@@ -51,6 +51,10 @@ class RunDirectory:
         """Make the directory (deleting an overwritten run's files) and write ``config.yaml``."""
         if self.overwrite and self.existed:
             _remove_run_files(self.path)
+        elif not self.resume and self.path.is_dir() and any(self.path.iterdir()):
+            # another process (e.g. a run started in the same second under the same default name) got there first
+            raise RunExistsError(f"{self.path}: another process wrote into this run directory while this run was "
+                                 "starting; choose another --out")
         self.path.mkdir(parents=True, exist_ok=True)
         self.created = True
         save_config(config, self.path / CONFIG_NAME)
