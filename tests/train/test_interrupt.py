@@ -174,13 +174,14 @@ def test_handlers_only_in_the_main_thread_and_not_over_an_ignored_signal(tmp_pat
     assert not errors and (tmp_path / "thread" / "checkpoints" / "step_2.pt").is_file()
 
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a background job's SIGINT
+    term = signal.getsignal(signal.SIGTERM)
     try:
         with StopSignals() as stop:
             assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-            assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+            assert signal.getsignal(signal.SIGTERM) is not term
             signal.raise_signal(signal.SIGINT)
             assert stop.requested() is None
-        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        assert signal.getsignal(signal.SIGTERM) is term
     finally:
         signal.signal(signal.SIGINT, previous)
 
