@@ -43,7 +43,7 @@ def train_small_run(out: Path, steps: int) -> Path:
     train(load_config(None, ["--head.name", "arcface", "--train.steps", str(steps), "--data.synthetic_identities",
                              "150", "--data.synthetic_images_per_identity", "20", "--data.synthetic_difficulty", "1.0",
                              "--train.quiet", "true", "--train.plots", "false", "--data.val", "[]"]),
-          out=out, progress=False)
+          out=out, progress=False, overwrite=True)  # the experiment's own run, retrained on every call
     return out
 
 

@@ -145,7 +145,7 @@ def train_glint_model(work: Path) -> Path:
         "--data.num_workers", "0", "--train.steps", "400", "--train.val_every", "0", "--train.quiet", "true",
         "--head.name", "arcface", "--head.s", "30", "--model.embed_dim", "128",
     ])
-    train(config, out=run, progress=False)
+    train(config, out=run, progress=False, overwrite=True)  # no checkpoint there: nothing of worth to keep
     return run
 
 

@@ -24,7 +24,9 @@ from .errors import (
     InvalidOptionError,
     NoFaceError,
     OutputError,
+    RunExistsError,
     TrainingError,
+    TrainingInterrupted,
     UnknownNameError,
     UnsafePickleError,
 )
@@ -55,6 +57,8 @@ __all__ = [
     "OutputError",
     "CheckpointError",
     "TrainingError",
+    "TrainingInterrupted",
+    "RunExistsError",
     "GalleryLockedError",
     "FaceSphereWarning",
 ]

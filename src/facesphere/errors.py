@@ -54,6 +54,20 @@ class TrainingError(FaceSphereError):
     """Training cannot go on (e.g. repeated non-finite losses); the message names the likely cause."""
 
 
+class TrainingInterrupted(TrainingError):
+    """Training stopped on SIGINT / SIGTERM after saving a checkpoint; the message names it and the command that
+    resumes the run. ``signum``: the signal; ``exit_code``: 128 + signum (130 for SIGINT, 143 for SIGTERM);
+    ``run_dir`` and ``checkpoint``: where the run and its last checkpoint are."""
+
+    def __init__(self, message: str, *, signum: int, run_dir: str, checkpoint: str) -> None:
+        super().__init__(message)
+        self.signum, self.exit_code, self.run_dir, self.checkpoint = signum, 128 + signum, run_dir, checkpoint
+
+
+class RunExistsError(FaceSphereError):
+    """A new training run was pointed at a directory that already holds files (a run): resume it or overwrite it."""
+
+
 class GalleryLockedError(FaceSphereError):
     """Another process held the gallery's writer lock for longer than ``lock_timeout``."""
 

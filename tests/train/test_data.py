@@ -89,3 +89,24 @@ def test_exclude_drops_identities_and_renumbers_labels(folder, tmp_path):
     everyone.write_text("id0\nid1\nid2\n")
     with pytest.raises(DataError, match="leaves no training image"):
         build_train_set(_config(folder, "--data.exclude", f"[{everyone}]"))
+
+
+def test_real_training_faces_validated_on_synthetic_faces_only_warn():
+    from facesphere.errors import FaceSphereWarning
+    from facesphere.train.data import warn_synthetic_validation
+
+    real = load_config(None, ["--data.train", "folder:faces"])  # data.val left at its default: [synthetic]
+    with pytest.warns(FaceSphereWarning, match="validating on synthetic faces only") as caught:
+        warn_synthetic_validation(real)
+    message = str(caught[0].message)
+    assert "--data.val" in message and "facesphere data split" in message and "--data.exclude" in message
+    quiet = [load_config(None, ["--data.train", "folder:faces", "--data.val", "[lfw:lfw]"]),
+             load_config(None, ["--data.train", "folder:faces", "--data.val", "[synthetic, bin:lfw.bin]"]),
+             load_config(None, ["--data.train", "folder:faces", "--data.val", "[]"]),
+             load_config(None, [])]
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for config in quiet:
+            warn_synthetic_validation(config)

@@ -40,3 +40,73 @@ def test_two_process_ddp_with_partial_fc(tmp_path):
     metrics = json.loads((Path(out) / "metrics.json").read_text())
     assert metrics["steps"] == 4 and "synthetic" in metrics["val"]
     assert (Path(out) / "checkpoints" / "step_4.rank1.pt").is_file()
+
+
+def _interrupted_rank(info, out: str, signal_rank: int | None):
+    """Train 4 steps (Partial FC); rank ``signal_rank`` alone gets SIGTERM during step 2; resume when interrupted."""
+    import signal
+
+    import facesphere.train.loop as loop
+    from facesphere.errors import TrainingInterrupted
+    from facesphere.run.config import load_config
+
+    set_learning_rate = loop.set_learning_rate
+
+    def signalling(optimizer, step, *args, **kwargs):
+        if step == 1 and info.rank == signal_rank:
+            signal.raise_signal(signal.SIGTERM)
+        return set_learning_rate(optimizer, step, *args, **kwargs)
+
+    loop.set_learning_rate = signalling
+    config = load_config(None, TINY + ["--train.steps", "4", "--train.checkpoint_every", "100", "--data.val", "[]",
+                                       "--head.partial_fc_rate", "0.5"])
+    stopped = None
+    try:
+        loop.train(config, out=out, progress=False)
+    except TrainingInterrupted as error:
+        stopped = {"step_file": Path(error.checkpoint).name, "code": error.exit_code,
+                   "files": sorted(p.name for p in (Path(out) / "checkpoints").iterdir())}
+    return {"stopped": stopped}
+
+
+def _resume_rank(info, out: str):
+    from facesphere.run.checkpoint import load_checkpoint
+    from facesphere.train.loop import train
+
+    summary = train(resume=out, progress=False)
+    name = "step_4.pt" if info.rank == 0 else f"step_4.rank{info.rank}.pt"
+    checkpoint = load_checkpoint(Path(out) / "checkpoints" / name)
+    return {"steps": summary["steps"], "backbone": checkpoint["backbone"], "head": checkpoint["head"]}
+
+
+def _final_rank(info, out: str):
+    from facesphere.run.checkpoint import load_checkpoint
+
+    name = "step_4.pt" if info.rank == 0 else f"step_4.rank{info.rank}.pt"
+    checkpoint = load_checkpoint(Path(out) / "checkpoints" / name)
+    return {"backbone": checkpoint["backbone"], "head": checkpoint["head"]}
+
+
+def test_sigterm_on_one_rank_stops_every_rank_at_the_same_step_and_resumes_bit_for_bit(tmp_path):
+    reference = str(tmp_path / "reference")
+    assert [r["stopped"] for r in spawn_gloo(_interrupted_rank, 2, reference, None)] == [None, None]
+    out = str(tmp_path / "run")
+    stopped = [r["stopped"] for r in spawn_gloo(_interrupted_rank, 2, out, 1)]
+    assert [s["step_file"] for s in stopped] == ["step_2.pt", "step_2.pt"] and {s["code"] for s in stopped} == {143}
+    assert sorted(p.name for p in (Path(out) / "checkpoints").iterdir()) == ["step_2.pt", "step_2.rank1.pt"]
+    resumed = spawn_gloo(_resume_rank, 2, out)
+    assert [r["steps"] for r in resumed] == [4, 4]
+    for rank, expected in enumerate(spawn_gloo(_final_rank, 2, reference)):
+        for part in ("backbone", "head"):
+            _assert_equal(expected[part], resumed[rank][part], f"rank {rank} {part}")
+
+
+def _assert_equal(first, second, where: str) -> None:
+    if isinstance(first, dict):
+        assert first.keys() == second.keys(), where
+        for key in first:
+            _assert_equal(first[key], second[key], f"{where}.{key}")
+    elif isinstance(first, torch.Tensor):
+        assert torch.equal(first, second), where
+    else:
+        assert first == second, where

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
 from ..backbones import list_backbones
+from ..errors import InvalidOptionError, TrainingInterrupted
 from ..heads import HEADS, head_options
 from ..run.config import load_config
 from ..train.loop import train
@@ -23,10 +25,17 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    if args.resume is not None and args.overwrite:
+        raise InvalidOptionError("--resume continues a run and --overwrite starts one over: give one of them")
     config = load_config(args.config, args.overrides)
     if args.quiet:
         config.train.quiet = True
-    summary = train(config if args.resume is None or args.overrides else None, out=args.out, resume=args.resume)
+    try:
+        summary = train(config if args.resume is None or args.overrides else None, out=args.out, resume=args.resume,
+                        overwrite=args.overwrite)
+    except TrainingInterrupted as stopped:  # a checkpoint was saved: say where, and exit 128 + the signal
+        print(f"facesphere: {stopped}", file=sys.stderr)
+        return stopped.exit_code
     if "table" in summary:
         print(summary["table"])
         print(f"run directory: {summary['run_dir']}")
@@ -41,10 +50,19 @@ def register(commands: Any) -> None:
         "train", help="train a backbone + head (default: SFNet + SphereFace-R on built-in synthetic identities)",
         description="Train. Any config field can be overridden with --SECTION.KEY VALUE, e.g. --head.name arcface "
         "--head.m 0.5 --optim.lr 0.1 --train.steps 2000 (sections: data, model, head, optim, train; head and model "
-        "options such as --head.s or --model.batchnorm are validated against the chosen head / backbone).",
+        "options such as --head.s or --model.batchnorm are validated against the chosen head / backbone). "
+        "--out must be a new or empty directory (else --resume it or --overwrite it). Ctrl-C or SIGTERM finish the "
+        "current step, save a checkpoint, print the --resume command and exit with 130 / 143 (a second one stops at "
+        "once, unsaved).",
     )
     p.add_argument("--config", type=Path, default=None, help="a YAML recipe (overrides of the typed defaults)")
     p.add_argument("--out", type=Path, default=None, help="run directory (default: a new folder under runs/)")
-    p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+                   help="continue a run from its last checkpoint (e.g. one stopped with Ctrl-C or SIGTERM, which "
+                        "save a checkpoint and print this command)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="let --out name a directory that is not empty: the run files there (config, checkpoints, "
+                        "best.pt, metrics) are deleted when the new run starts; without it such a directory is "
+                        "refused")
     p.add_argument("--quiet", action="store_true", help="no progress bar; log lines only")
     p.set_defaults(func=_cmd_train, accepts_overrides=True)

@@ -19,6 +19,7 @@ This is facesphere's one training input pipeline (``benchmarks/data.py`` measure
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -34,8 +35,9 @@ from ..data.datasets import (
 )
 from ..data.synthetic import SyntheticConfig, SyntheticFaceDataset, identity_name
 from ..data.transforms import Augmentation
-from ..errors import DataError
+from ..errors import DataError, FaceSphereWarning
 from ..run.config import Config
+from .interrupt import ignore_stop_signals
 
 logger = logging.getLogger(__name__)
 
@@ -193,6 +195,24 @@ def build_train_set(config: Config) -> TrainSet:
     return TrainSet(samples, num_classes, labels, description)
 
 
+def _is_synthetic(spec: str) -> bool:
+    return spec == "synthetic" or spec.startswith("synthetic:")
+
+
+def warn_synthetic_validation(config: Config) -> None:
+    """Warn when real faces (``data.train``) are validated on synthetic faces only (``data.val``'s default): the
+    validation accuracy and the choice of ``best.pt`` would then say little about real faces."""
+    data = config.data
+    if _is_synthetic(data.train) or not data.val or not all(_is_synthetic(spec) for spec in data.val):
+        return
+    warnings.warn(
+        f"training on real faces ({data.train}) but validating on synthetic faces only (data.val={list(data.val)}): "
+        "the validation accuracy and best.pt say little about real faces. Set --data.val to a real verification "
+        "set (lfw:DIR, bin:FILE.bin, pairs:FILE), e.g. held-out identities of the training set: 'facesphere data "
+        "split TRAIN --out OUT', then --data.val pairs:OUT/heldout_pairs.txt --data.exclude "
+        "OUT/heldout_identities.txt", FaceSphereWarning, stacklevel=3)
+
+
 def make_loader(train_set: TrainSet, config: Config, start: int, total: int, rank: int = 0,
                 world_size: int = 1) -> DataLoader:
     sampler = StepBatchSampler(len(train_set.samples), config.data.batch_size, config.train.seed, start, total,
@@ -202,4 +222,5 @@ def make_loader(train_set: TrainSet, config: Config, start: int, total: int, ran
         train_set.samples, batch_sampler=sampler, num_workers=workers, collate_fn=collate_skip_bad,
         pin_memory=torch.cuda.is_available(), persistent_workers=False,
         prefetch_factor=4 if workers > 0 else None,
+        worker_init_fn=ignore_stop_signals if workers > 0 else None,  # Ctrl-C is the main process's to handle
     )

@@ -41,20 +41,21 @@ from ..run.checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
-from ..run.config import Config, config_to_dict, save_config
+from ..run.config import Config, config_to_dict
 from ..run.directory import (
     BEST_NAME,
     CHECKPOINT_FORMAT,
-    CONFIG_NAME,
     build_model_backbone,
     build_model_head,
     default_run_dir,
     read_run_config,
 )
-from .data import build_train_set, make_loader, normalize
+from .data import build_train_set, make_loader, normalize, warn_synthetic_validation
 from .distributed import cleanup_distributed, init_distributed
+from .interrupt import StopSignals, interrupted
 from .optim import build_optimizer, set_learning_rate
 from .partial_fc import PartialFC
+from .rundir import RunDirectory
 
 logger = logging.getLogger(__name__)
 
@@ -155,8 +156,26 @@ def _nonfinite_message(config: Config, count: int) -> str:
 
 
 def train(config: Config | None = None, *, out: str | Path | None = None, resume: str | Path | None = None,
-          progress: bool | None = None) -> dict[str, Any]:
-    """Train (or resume) a run; returns the ``metrics.json`` summary."""
+          progress: bool | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """Train (or resume) a run; returns the ``metrics.json`` summary.
+
+    A new run refuses an ``out`` directory that exists and is not empty (:class:`~facesphere.errors.RunExistsError`)
+    unless ``overwrite`` (the old run's files are then deleted once the new run is ready to start); the directory is
+    created only then, and removed again when the run fails before its first step (:mod:`.rundir`). SIGINT / SIGTERM
+    during the steps save a checkpoint and raise :class:`~facesphere.errors.TrainingInterrupted` naming the
+    ``--resume`` command (:mod:`.interrupt`).
+    """
+    config, run_dir, resume_path = _resolve_run(config, out, resume)
+    run = RunDirectory(run_dir, resume=resume is not None, overwrite=overwrite)
+    try:
+        return _train(config, run, resume_path, progress)
+    except BaseException:
+        run.discard()
+        raise
+
+
+def _resolve_run(config: Config | None, out: str | Path | None,
+                 resume: str | Path | None) -> tuple[Config, Path, Path | None]:
     resume_path: Path | None = None
     if resume is not None:
         run_dir = Path(resume)
@@ -168,6 +187,11 @@ def train(config: Config | None = None, *, out: str | Path | None = None, resume
     else:
         config = config or Config()
         run_dir = Path(out) if out is not None else default_run_dir(config)
+    return config, run_dir, resume_path
+
+
+def _train(config: Config, run: RunDirectory, resume_path: Path | None, progress: bool | None) -> dict[str, Any]:
+    run_dir = run.path
     tc = config.train
     if tc.threads > 0:
         torch.set_num_threads(tc.threads)
@@ -182,8 +206,7 @@ def train(config: Config | None = None, *, out: str | Path | None = None, resume
     torch.manual_seed(tc.seed)
 
     if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, run_dir / CONFIG_NAME)
+        warn_synthetic_validation(config)
     train_set = build_train_set(config)
     backbone, head = _build_model(config, train_set.num_classes, dist)
     if tc.channels_last:
@@ -206,6 +229,7 @@ def train(config: Config | None = None, *, out: str | Path | None = None, resume
         scaler.load_state_dict(checkpoint["scaler"])
         state = RunState.from_dict(checkpoint["state"])
         _set_rng_state(checkpoint["rng"])
+    run.state = state
     model_for_eval = backbone
     if dist.is_distributed:
         backbone = nn.parallel.DistributedDataParallel(
@@ -214,6 +238,8 @@ def train(config: Config | None = None, *, out: str | Path | None = None, resume
         backbone = torch.compile(backbone)
 
     val_sets = _load_val_sets(config) if main else []
+    if main:
+        run.create(config)  # only now: a run that could not start leaves no directory
     log = MetricsLog(run_dir / "metrics.jsonl", state.step if resume_path is not None else None) if main else None
     writer = _tensorboard(run_dir) if main else None
     accumulate = config.optim.accumulate
@@ -229,6 +255,7 @@ def train(config: Config | None = None, *, out: str | Path | None = None, resume
     extras: dict[str, torch.Tensor] = {}
     backbone.train()
     head.train()
+    stop = StopSignals().install()
     try:
         while state.step < total:
             step_start = time.perf_counter()
@@ -315,12 +342,17 @@ def train(config: Config | None = None, *, out: str | Path | None = None, resume
             if main and (validate_now or state.step == total) and val_sets:
                 _validate(model_for_eval, val_sets, config, device, state, log, writer, run_dir, backbone, head,
                           optimizer, scaler, dist)
-            if (state.step % tc.checkpoint_every == 0 or state.step == total):
+            signum = stop.requested(device) if state.step < total else None  # Ctrl-C / SIGTERM: save and stop
+            if (state.step % tc.checkpoint_every == 0 or state.step == total or signum):
                 _save(run_dir / "checkpoints" / f"step_{state.step}.pt", backbone, head, optimizer, scaler, state,
                       config, dist)
                 if main:
                     prune_checkpoints(run_dir, tc.keep_checkpoints)
+            if signum:
+                raise interrupted(signum, run_dir, run_dir / "checkpoints" / f"step_{state.step}.pt", state.step,
+                                  total)
     finally:
+        stop.restore()
         if bar is not None:
             bar.close()
         if log is not None:

@@ -1,0 +1,81 @@
+"""The run directory a training call writes into: refused when occupied, created late, removed when nothing came of it.
+
+* A new run (not ``resume``) refuses a directory that exists and holds anything, before any work: it may be another
+  run, whose config, ``best.pt`` and checkpoints would be overwritten or mixed with the new ones. ``overwrite=True``
+  (``--overwrite``) accepts it: the files a run writes (:data:`RUN_FILES`, :data:`RUN_FOLDERS`) are deleted once the
+  new run is ready to start, other files are left alone.
+* The directory is created (and ``config.yaml`` written) only once the data, model and validation sets are built,
+  so a bad data path, config or model leaves nothing behind.
+* A new run that fails (or is interrupted) before its first step completes removes what it wrote: the directory
+  itself when this call created it, else the run files only.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidOptionError, OutputError, RunExistsError
+from ..run.config import Config, save_config
+from ..run.directory import BEST_NAME, CONFIG_NAME
+
+#: the files and folders :func:`facesphere.train.loop.train` writes in a run directory
+RUN_FILES = (CONFIG_NAME, BEST_NAME, "metrics.jsonl", "metrics.json", "curves.png")
+RUN_FOLDERS = ("checkpoints", "tensorboard")
+
+
+class RunDirectory:
+    """One training call's run directory (see the module docstring); ``state``: the loop's counters once known."""
+
+    def __init__(self, path: Path, *, resume: bool, overwrite: bool) -> None:
+        if resume and overwrite:
+            raise InvalidOptionError("resume and overwrite exclude each other: resume continues a run, overwrite "
+                                     "starts it over")
+        self.path, self.resume, self.overwrite = path, resume, overwrite
+        self.existed = path.exists()
+        self.created = False
+        self.state: Any = None
+        if resume:
+            return
+        if self.existed and not path.is_dir():
+            raise OutputError(f"{path}: exists and is not a directory; choose another --out")
+        if self.existed and not overwrite and any(path.iterdir()):
+            quoted = shlex.quote(str(path))
+            raise RunExistsError(f"{path}: the run directory already exists and is not empty; continue that run with "
+                                 f"'facesphere train --resume {quoted}', replace it with --overwrite, or choose "
+                                 "another --out")
+
+    def create(self, config: Config) -> None:
+        """Make the directory (deleting an overwritten run's files) and write ``config.yaml``."""
+        if self.overwrite and self.existed:
+            _remove_run_files(self.path)
+        elif not self.resume and self.path.is_dir() and any(self.path.iterdir()):
+            # another process (e.g. a run started in the same second under the same default name) got there first
+            raise RunExistsError(f"{self.path}: another process wrote into this run directory while this run was "
+                                 "starting; choose another --out")
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.created = True
+        save_config(config, self.path / CONFIG_NAME)
+
+    def discard(self) -> None:
+        """After a failure: remove what a new run wrote when it failed before its first step (else nothing)."""
+        if self.resume or not self.created or (self.state is not None and self.state.step > 0):
+            return
+        if not self.existed:
+            shutil.rmtree(self.path, ignore_errors=True)
+        else:
+            _remove_run_files(self.path)
+
+
+def _remove_run_files(path: Path) -> None:
+    for name in RUN_FILES:
+        (path / name).unlink(missing_ok=True)
+    for name in RUN_FOLDERS:
+        shutil.rmtree(path / name, ignore_errors=True)
+    for shard in path.glob("best.rank*.pt"):  # Partial FC shards of best.pt
+        shard.unlink(missing_ok=True)
+
+
+__all__ = ["RunDirectory", "RUN_FILES", "RUN_FOLDERS"]

@@ -1,0 +1,71 @@
+"""``facesphere train``: an occupied --out refused in one line, --overwrite, --resume; Ctrl-C / SIGTERM print the
+--resume command and exit 130 / 143; real faces validated on synthetic faces only warn."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+import facesphere.train.loop as loop
+from facesphere.cli import main
+from facesphere.run.checkpoint import list_checkpoints
+from tests.helpers import PACKAGE, TINY
+
+QUICK = TINY + ["--train.steps", "2", "--data.val", "[]", "--quiet"]
+
+
+def test_an_occupied_out_is_refused_in_one_line_then_overwritten(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--out", str(run), *QUICK]) == 0
+    capsys.readouterr()
+    assert main(["train", "--out", str(run), *QUICK]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("facesphere: error:") and "\n" not in error
+    assert str(run) in error and f"facesphere train --resume {run}" in error and "--overwrite" in error
+    assert main(["train", "--out", str(run), *QUICK, "--train.steps", "3", "--overwrite"]) == 0
+    assert [step for step, _ in list_checkpoints(run)] == [3]
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--overwrite"]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_sigterm_prints_the_resume_command_and_exits_143(tmp_path, capsys, monkeypatch):
+    set_learning_rate = loop.set_learning_rate
+
+    def signalling(optimizer, step, *args, **kwargs):
+        if step == 1:
+            signal.raise_signal(signal.SIGTERM)
+        return set_learning_rate(optimizer, step, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "set_learning_rate", signalling)
+    run = tmp_path / "run"
+    assert main(["train", "--out", str(run), *QUICK, "--train.steps", "5"]) == 143
+    error = capsys.readouterr().err
+    assert f"continue with: facesphere train --resume {run}" in error and "step 2/5" in error
+    assert [step for step, _ in list_checkpoints(run)] == [2]
+    monkeypatch.setattr(loop, "set_learning_rate", set_learning_rate)
+    assert main(["train", "--resume", str(run)]) == 0
+    assert [step for step, _ in list_checkpoints(run)][-1] == 5
+
+
+def test_a_run_that_cannot_start_warns_errs_and_leaves_no_folder(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE.parent), os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([sys.executable, "-m", "facesphere.cli", "train", "--quiet", "--data.train",
+                             f"folder:{tmp_path / 'nowhere'}"], capture_output=True, text=True, cwd=tmp_path,
+                            env=env, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "facesphere: warning: training on real faces" in result.stderr and "--data.val" in result.stderr
+    assert "facesphere data split" in result.stderr and "nowhere" in result.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_help_mentions_overwrite_and_the_interrupt(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    assert "--overwrite" in text and "SIGTERM" in text and "--resume" in text
