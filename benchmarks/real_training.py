@@ -87,13 +87,22 @@ def load_results(work: Path) -> dict[str, Any]:
     results: dict[str, Any] = {}
     if (root / "prepare.json").is_file():
         results.update(json.loads((root / "prepare.json").read_text()))
-    for section in ("recipe", "heads", "stability", "noise"):
+    for section in ("recipe", "heads", "optimiser", "stability", "noise"):
         for path in sorted((root / section).glob("*.json")) if (root / section).is_dir() else []:
             record = json.loads(path.read_text())
             if section == "recipe":
                 results["recipe"] = record["row"]
             else:
                 results.setdefault(section, {})[record["key"]] = record["row"]
+    # rows in the order of the script's tables (files come back in name order)
+    order = {"heads": lambda key: (list(HEADS).index(key) if key in HEADS else len(HEADS), key),
+             "optimiser": lambda key: (key.split(" | ")[-1], list(OPTIMISER).index(key.split(" | ")[0])
+                                       if key.split(" | ")[0] in OPTIMISER else 0),
+             "stability": lambda key: (list(STABILITY).index(key.split(" | seed ")[0])
+                                       if key.split(" | seed ")[0] in STABILITY else len(STABILITY), key)}
+    for section, rank in order.items():
+        if section in results:
+            results[section] = dict(sorted(results[section].items(), key=lambda item, rank=rank: rank(item[0])))
     return results
 
 
