@@ -62,6 +62,8 @@ HEADS = {
     "softmax": {}, "normface": {}, "cosface": {}, "arcface": {}, "combined": {},
     "sphereface": {}, "sphereface_r": {}, "sphereface_r SFN": {"head.feature_norm": "soft"},
     "sphereface2": {}, "sface": {}, "subcenter_arcface": {},
+    # the recipe's number format checked: the same ArcFace run in fp32 (channels-last kept; it does not change the math)
+    "arcface fp32": {"train.amp": "none"},
 }
 #: the optimiser question of the issue: facesphere's defaults against the papers' (OpenSphere / arcface_torch)
 OPTIMISER = {

@@ -139,7 +139,9 @@ def test_shipped_recipe_starts_on_tiny_fake_data(path, tmp_path):
     config = load_config(path)
     size = tuple(config.data.image_size)
     data = _image_folder(tmp_path / "data", classes=3, per_class=2, size=size)
-    config = load_config(path, ["--data.train", f"folder:{data}", "--data.val", "[]", "--data.batch_size", "2",
+    # the FIW recipe's exclusion lists come from `data overlap` / `data split` runs the user makes first
+    config = load_config(path, ["--data.train", f"folder:{data}", "--data.val", "[]", "--data.exclude", "[]",
+                                "--data.batch_size", "2",
                                 "--data.num_workers", "0", "--train.steps", "1", "--train.amp", "none",
                                 "--train.threads", "2", "--train.plots", "false", "--train.quiet", "true"])
     summary = train(config, out=tmp_path / "run", progress=False)

@@ -461,7 +461,8 @@ def read_identity_list(path: str | os.PathLike[str]) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise DataError(f"{path}: list of identity names not found") from None
+        raise DataError(f"{path}: list of identity names not found (data.exclude; `facesphere data overlap` and "
+                        "`facesphere data split` write such lists: run them first, or pass --data.exclude '[]')") from None
     except (OSError, UnicodeDecodeError) as error:
         raise DataError(f"{path}: cannot read the list of identity names ({error})") from None
     return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
