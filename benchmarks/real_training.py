@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from real_faces import SHARED, prepare_lfw  # noqa: E402
 
 from facesphere.data.split import make_heldout_split  # noqa: E402
-from facesphere.errors import TrainingError  # noqa: E402
+from facesphere.errors import TrainingError, TrainingInterrupted  # noqa: E402
 from facesphere.files import atomic_write, atomic_write_text  # noqa: E402
 from facesphere.evaluate.run import evaluate_model  # noqa: E402
 from facesphere.infer.embedders import load_embedder  # noqa: E402
@@ -176,6 +176,8 @@ def run_and_evaluate(work: Path, tag: str, overrides: list[str], recipe: Path, *
         start = time.perf_counter()
         try:
             train(config, out=run, progress=False)
+        except TrainingInterrupted:  # Ctrl-C / SIGTERM: not an outcome of the method; nothing is recorded
+            raise
         except TrainingError as error:
             row.update(status="diverged", error=str(error), wall_seconds=time.perf_counter() - start)
             return row | {"curve": curve(run)}
