@@ -320,6 +320,11 @@ def part_noise(work: Path, results: dict, recipe: Path, rate: float, extra: list
     clean = {"dropped": report["num_dropped"], "kept": report["num_kept"], "dropped_flipped": tp,
              "precision": tp / max(int(dropped.sum()), 1), "recall": tp / max(int(flipped.sum()), 1),
              "threshold_deg": report["threshold_deg"]}
+    batch = load_config(recipe).data.batch_size
+    if report["num_kept"] < max(batch, report["num_dropped"]):  # the model cannot tell: nothing sensible to retrain on
+        save_row(work, "noise", "arcface cleaned", {"status": "not retrained", "noise": info, "clean": clean,
+                                                    "error": f"the cleaned set kept {report['num_kept']} images"})
+        return
     cleaned_list = next(cleaned.glob("*.txt"))
     row = run_and_evaluate(work, "noisy arcface cleaned", ["--head.name", "arcface", "--data.train",
                                                           f"list:{cleaned_list}", "--data.exclude", "[]"] + extra,
@@ -421,6 +426,9 @@ def tables(results: dict) -> str:
             if name in rows:
                 row = rows[name]
                 label = "arcface, retrained on the cleaned set" if name == "arcface cleaned" else f"{name}, noisy labels"
+                if row.get("status") == "not retrained":
+                    lines.append(f"| {label} | not retrained: {row['error']} | | | | |")
+                    continue
                 if row.get("status") != "finished":
                     lines.append(f"| {label} | diverged: {row.get('error', '')[:60]} | | | | |")
                     continue
