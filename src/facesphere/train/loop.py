@@ -40,6 +40,7 @@ from ..run.checkpoint import (
     load_state_dict_checked,
     prune_checkpoints,
     save_checkpoint,
+    unwrap_model,
 )
 from ..run.config import Config, config_to_dict, save_config
 from ..run.directory import (
@@ -66,7 +67,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def unwrap(module: nn.Module) -> nn.Module:
-    return module.module if hasattr(module, "module") and isinstance(module, nn.parallel.DistributedDataParallel) else module
+    """The plain model inside ``torch.compile`` / DDP wrappers (whose state dict has the model's own keys)."""
+    return unwrap_model(module)
 
 
 @dataclass
@@ -356,7 +358,7 @@ def _save(path: Path, backbone, head, optimizer, scaler, state: RunState, config
     payload = {
         "format": CHECKPOINT_FORMAT,
         "backbone": unwrap(backbone).state_dict(),
-        "head": head.state_dict(),
+        "head": unwrap(head).state_dict(),
         "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict(),
         "state": state.as_dict(),
