@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.pairs import PairSet, open_pair_set
+from ..data.pairs import PairSet, cached_pair_set, open_pair_set
 from ..errors import TrainingError
 from ..evaluate.report import format_table
 from ..evaluate.verification import verify_pairs
@@ -504,11 +504,13 @@ def _check_bad_fraction(state: RunState, config: Config) -> None:
 
 
 def _load_val_sets(config: Config) -> list[PairSet]:
+    """The validation sets, each image decoded once (at the first validation) and kept for the later ones."""
     data = config.data
     return [
-        open_pair_set(spec, image_size=data.image_size, seed=config.train.seed,
-                      pairs_per_fold=data.synthetic_val_pairs_per_fold, difficulty=data.synthetic_difficulty,
-                      identity_spread=data.synthetic_identity_spread)
+        cached_pair_set(open_pair_set(spec, image_size=data.image_size, seed=config.train.seed,
+                                      pairs_per_fold=data.synthetic_val_pairs_per_fold,
+                                      difficulty=data.synthetic_difficulty,
+                                      identity_spread=data.synthetic_identity_spread))
         for spec in data.val
     ]
 
