@@ -378,7 +378,9 @@ def train(config: Config | None = None, *, out: str | Path | None = None, resume
             else:
                 optimizer.zero_grad(set_to_none=True)
                 if scaler.is_enabled():
-                    scaler.update(scaler.get_scale() / 2)
+                    half = scaler.get_scale() / 2
+                    scaler.scale(torch.ones((), device=device))  # creates the scale when the first step is the bad one
+                    scaler.update(half)
                 state.nonfinite_steps += 1
                 state.consecutive_nonfinite += 1
                 logger.warning("step %d: non-finite loss or gradients, step skipped (%d in a row)",
