@@ -163,7 +163,7 @@ def throughput(size: dict, device: torch.device, args: argparse.Namespace) -> di
         compiled = {"skipped": "--no-compile"}
     else:
         compiled = _child_case({"precision": best["precision"], "channels_last": best["channels_last"],
-                                "compile": True}, args, timeout=args.compile_timeout)
+                                "compile": True}, args, timeout=args.limit(args.compile_timeout))
         _log(f"  compiled ({best['precision']}, channels_last={best['channels_last']}): {compiled}")
     return {"cases": cases, "best": best, "compiled": compiled,
             "anchor": {"images_per_second_per_a100": ANCHOR_IPS, "goal": 1.3 * ANCHOR_IPS}}
@@ -305,10 +305,11 @@ def fiw(device: torch.device, args: argparse.Namespace, work: Path) -> dict[str,
     command = [sys.executable, "-m", "facesphere.cli", "train", "--config", str(FIW_CONFIG), "--out", str(run),
                "--train.device", device.type, "--data.num_workers", workers, "--train.quiet", "true"]
     start = time.perf_counter()
+    timeout = args.limit(args.fiw_timeout)
     try:
-        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=args.fiw_timeout)
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return {"skipped": f"training did not finish within {args.fiw_timeout:.0f} s", "run": str(run)}
+        return {"skipped": f"training did not finish within {timeout:.0f} s", "run": str(run)}
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         return {"error": done.stderr[-3000:]}
@@ -390,11 +391,12 @@ def cuda_tests(args: argparse.Namespace, device: torch.device) -> dict[str, Any]
         return {"skipped": "no CUDA device (--tests runs them anyway; every case skips)"}
     command = [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider", str(REPO / "tests" / "gpu")]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO), os.environ.get("PYTHONPATH", "")]))
+    timeout = args.limit(args.tests_timeout) if hasattr(args, "limit") else args.tests_timeout
     try:
-        done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=args.tests_timeout)
+        done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as error:
-        return {"error": f"pytest did not finish within {args.tests_timeout:.0f} s",
-                "output": (error.stdout or b"")[-3000:] if isinstance(error.stdout, str) else ""}
+        output = error.stdout.decode(errors="replace") if isinstance(error.stdout, bytes) else (error.stdout or "")
+        return {"error": f"pytest did not finish within {timeout:.0f} s", "output": output[-3000:]}
     lines = done.stdout.strip().splitlines()
     return {"returncode": done.returncode, "summary": lines[-1] if lines else "",
             "failures": [line for line in lines if line.startswith(("FAILED", "ERROR"))],
@@ -488,9 +490,11 @@ def main(argv: list[str] | None = None) -> int:
                                                    "head, fiw, eval")
     parser.add_argument("--tests", action="store_true", help="run the tests stage without CUDA too")
     parser.add_argument("--no-compile", action="store_true", help="leave torch.compile out of the throughput stage")
-    parser.add_argument("--compile-timeout", type=float, default=150.0)
-    parser.add_argument("--tests-timeout", type=float, default=150.0)
-    parser.add_argument("--fiw-timeout", type=float, default=150.0)
+    parser.add_argument("--budget", type=float, default=450.0,
+                        help="seconds for the whole run: a stage's time limit never reaches past it (default 450)")
+    parser.add_argument("--compile-timeout", type=float, default=120.0)
+    parser.add_argument("--tests-timeout", type=float, default=120.0)
+    parser.add_argument("--fiw-timeout", type=float, default=120.0)
     parser.add_argument("--lfw", default="lfw_aligned", help="aligned LFW folder (pairs.txt + images)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
     parser.add_argument("--case", help=argparse.SUPPRESS)
@@ -513,6 +517,8 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     results: dict[str, Any] = {"machine": machine(device), "device": str(device), "quick": args.quick,
+                               "tf32": {"matmul": torch.backends.cuda.matmul.allow_tf32,
+                                        "cudnn": torch.backends.cudnn.allow_tf32},
                                "size": {k: v for k, v in size.items()}, "stages": {}, "seconds": 0.0}
     temporary = None
     if args.work is None:
@@ -522,9 +528,21 @@ def main(argv: list[str] | None = None) -> int:
         work = args.work
         work.mkdir(parents=True, exist_ok=True)
 
+    def left() -> float:
+        return args.budget - (time.perf_counter() - started)
+
+    def limit(seconds: float) -> float:
+        """A stage's time limit, cut so that the rest of the run still fits the budget (a minute kept back)."""
+        return max(10.0, min(seconds, left() - 60.0))
+
+    args.limit = limit
+
     def stage(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         if name in skip:
             results["stages"][name] = {"skipped": "--skip"}
+            return results["stages"][name]
+        if left() < 20.0:
+            results["stages"][name] = {"skipped": f"out of time (--budget {args.budget:.0f} s)"}
             return results["stages"][name]
         _log(f"[{time.perf_counter() - started:6.1f} s] {name}")
         start = time.perf_counter()

@@ -126,9 +126,9 @@ class DeviceGuard:
         self._reset()
 
     def _reset(self) -> None:
-        zero = torch.zeros((), dtype=torch.float64, device=self.device)
-        self.bad_steps, self.longest, self.loss = zero.clone(), zero.clone(), zero.clone()
-        self.longest = self.consecutive.to(torch.float64)
+        self.bad_steps = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.loss = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.longest = self.consecutive.to(torch.float64)  # a streak carried in counts from its start
 
     def record(self, bad: torch.Tensor, loss: torch.Tensor | None) -> None:
         self.bad_steps += bad
