@@ -101,3 +101,21 @@ def test_nan_guard_with_the_fp16_scaler(tmp_path, device, sync_every, monkeypatc
         train(config, out=tmp_path / "run", progress=False)
     assert "fp16 overflow" in str(info.value)
     assert scalers[0].is_enabled() and scalers[0].get_scale() <= 2.0 ** 16 / 2 ** 4  # backed off every step
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_fp16_embedding_of_a_run(tiny_run, device):
+    """``facesphere eval / embed --device cuda --fp16``'s embedder: fp16 features of a trained run agree with the CPU
+    fp32 ones; on the CPU fp16 is refused with the way out."""
+    from facesphere.errors import InvalidOptionError
+    from facesphere.infer.embedders import embed_images, load_embedder
+
+    crops = np.random.default_rng(0).integers(0, 256, (6, 112, 112, 3), dtype=np.uint8)
+    reference = embed_images(load_embedder(tiny_run, device="cpu"), lambda i: crops[i], len(crops))
+    if device == "cpu":
+        with pytest.raises(InvalidOptionError, match="needs a CUDA device"):
+            load_embedder(tiny_run, device="cpu", fp16=True)
+        return
+    features = embed_images(load_embedder(tiny_run, device=device, fp16=True), lambda i: crops[i], len(crops))
+    assert features.dtype == np.float32 and features.shape == reference.shape
+    assert float(np.min(np.sum(features * reference, axis=1))) > 0.999  # cosines of unit features
