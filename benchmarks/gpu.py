@@ -9,8 +9,8 @@ after every stage, so a run cut short keeps what it measured):
 
 1. ``tests`` — ``pytest -m cuda tests/gpu``: every head forward / backward under fp16 and bf16 autocast against fp32,
    backbones in channels-last, a checkpoint saved on the GPU and loaded on the CPU and back, ``torchrun
-   --nproc_per_node 1`` DDP + Partial FC on NCCL, the NaN guard with the fp16 grad scaler (CUDA only; on the CPU
-   with ``--tests``, where the CUDA cases skip).
+   --nproc_per_node 1`` DDP + Partial FC on NCCL, the NaN guard with the fp16 grad scaler, fp16 embedding against
+   fp32 (CUDA only; on the CPU with ``--tests``, where the CUDA cases skip).
 2. ``throughput`` — images/s of one bare training step (forward under autocast, ArcFace head in fp32, backward,
    grad-norm clip, SGD with momentum; the trainer's step without its loop) of iResNet-50 + ArcFace at batch 128 and
    C = 85,742 (MS1MV2's identities), for fp32 / fp16 AMP (grad scaler) / bf16 AMP, channels-last off / on, and
