@@ -64,9 +64,51 @@ def prune_checkpoints(run_dir: str | Path, keep: int) -> None:
                 pass
 
 
+#: Key prefixes a wrapper adds to its module's state dict: ``torch.compile``'s ``OptimizedModule`` (``_orig_mod.``)
+#: and ``DistributedDataParallel`` / ``DataParallel`` (``module.``).
+WRAPPER_PREFIXES = ("_orig_mod.", "module.")
+
+
+def unwrap_model(module: torch.nn.Module) -> torch.nn.Module:
+    """The plain module inside any nesting of ``torch.compile`` (``OptimizedModule._orig_mod``) and DDP /
+    DataParallel (``.module``) wrappers: the one whose state dict has the model's own keys."""
+    while True:
+        inner = getattr(module, "_orig_mod", None)
+        if isinstance(inner, torch.nn.Module):
+            module = inner
+            continue
+        if isinstance(module, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
+            module = module.module
+            continue
+        return module
+
+
+def strip_wrapper_prefixes(state: dict[str, Any], own_keys: Any = ()) -> dict[str, Any]:
+    """``state`` without the wrapper prefixes (:data:`WRAPPER_PREFIXES`) that *every* key carries, repeatedly
+    (``_orig_mod.module.`` of a compiled DDP model); a prefix the model's own keys (``own_keys``) use is kept.
+
+    Checkpoints written with ``train.compile: true`` before this was fixed hold ``_orig_mod.``-prefixed backbone keys;
+    this reads them."""
+    own_keys = list(own_keys)
+    changed = True
+    while changed and state:
+        changed = False
+        for prefix in WRAPPER_PREFIXES:
+            if all(isinstance(k, str) and k.startswith(prefix) for k in state) and \
+                    not any(k.startswith(prefix) for k in own_keys):
+                state = {k[len(prefix):]: v for k, v in state.items()}
+                changed = True
+    return state
+
+
 def load_state_dict_checked(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str, what: str) -> None:
-    """``load_state_dict(strict=True)`` with an error naming the file, the part and the mismatching keys."""
+    """``load_state_dict(strict=True)`` with an error naming the file, the part and the mismatching keys.
+
+    ``module`` may be wrapped (``torch.compile``, DDP): the weights go into the plain module inside. Keys that all
+    carry a wrapper prefix (``_orig_mod.``, ``module.``) are read without it."""
+    module = unwrap_model(module)
     own = module.state_dict()
+    state = strip_wrapper_prefixes(state, own)
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     shapes = sorted(
@@ -89,5 +131,5 @@ def load_state_dict_checked(module: torch.nn.Module, state: dict[str, torch.Tens
     module.load_state_dict(state, strict=True)
 
 
-__all__ = ["CHECKPOINT_PATTERN", "save_checkpoint", "load_checkpoint", "list_checkpoints", "latest_checkpoint",
+__all__ = ["CHECKPOINT_PATTERN", "WRAPPER_PREFIXES", "unwrap_model", "strip_wrapper_prefixes", "save_checkpoint", "load_checkpoint", "list_checkpoints", "latest_checkpoint",
            "prune_checkpoints", "load_state_dict_checked"]
