@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from real_faces import SHARED, prepare_lfw  # noqa: E402
 
 from facesphere.data.split import make_heldout_split  # noqa: E402
-from facesphere.errors import TrainingError  # noqa: E402
+from facesphere.errors import TrainingError, TrainingInterrupted  # noqa: E402
 from facesphere.files import atomic_write, atomic_write_text  # noqa: E402
 from facesphere.evaluate.run import evaluate_model  # noqa: E402
 from facesphere.infer.embedders import load_embedder  # noqa: E402
@@ -176,6 +176,8 @@ def run_and_evaluate(work: Path, tag: str, overrides: list[str], recipe: Path, *
         start = time.perf_counter()
         try:
             train(config, out=run, progress=False)
+        except TrainingInterrupted:  # Ctrl-C / SIGTERM: not an outcome of the method; nothing is recorded
+            raise
         except TrainingError as error:
             row.update(status="diverged", error=str(error), wall_seconds=time.perf_counter() - start)
             return row | {"curve": curve(run)}
@@ -247,8 +249,8 @@ def stability_outcome(row: dict) -> str:
     return "trained"
 
 
-#: stability runs hold the recipe's peak learning rate after warm-up (no decay): the regime where margins diverge
-STABILITY_SCHEDULE = ["--optim.schedule", "constant"]
+#: stability runs: 10 warm-up steps, then the recipe's peak learning rate held (no decay), where margins diverge
+STABILITY_SCHEDULE = ["--optim.schedule", "constant", "--optim.warmup_steps", "10"]
 
 
 def part_stability(work: Path, results: dict, recipe: Path, seeds: list[int], extra: list[str],
@@ -399,7 +401,7 @@ def tables(results: dict) -> str:
         steps = sorted({row.get("steps") for row in results["stability"].values() if row.get("steps")})
         seeds = sorted({key.split(" | seed ")[1] for key in results["stability"]})
         lines += [f"### Training stability (seeds {', '.join(seeds)}; {', '.join(map(str, steps))} steps at the "
-                  "recipe's learning rate, held constant after the warm-up)", "",
+                  "recipe's learning rate, held constant after 10 warm-up steps)", "",
                   "| configuration | seed | outcome | final training loss | FIW held-out accuracy % |",
                   "|---|---:|---|---:|---:|"]
         for key, row in results["stability"].items():
