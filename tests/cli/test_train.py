@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 import facesphere.train.loop as loop
 from facesphere.cli import main
@@ -62,6 +63,22 @@ def test_a_run_that_cannot_start_warns_errs_and_leaves_no_folder(tmp_path):
     assert "facesphere: warning: training on real faces" in result.stderr and "--data.val" in result.stderr
     assert "facesphere data split" in result.stderr and "nowhere" in result.stderr
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_a_run_whose_batchnorm_overflows_exits_non_zero_and_writes_no_broken_model(tmp_path, capsys):
+    """Issue 13 §4: with lr 1e6 the loss stays finite but BatchNorm running variances become inf; the run used to exit
+    0 with a model whose every embedding was zero. Now no checkpoint holding NaN / inf is written and the run fails."""
+    run = tmp_path / "run"
+    code = main(["train", "--out", str(run), *QUICK, "--train.steps", "6", "--train.checkpoint_every", "2",
+                 "--optim.lr", "1e6"])
+    error = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in error
+    assert "not saved" in error and "NaN / inf" in error and "optim.lr=1000000.0" in error
+    for step, path in list_checkpoints(run):
+        state = torch.load(path, weights_only=True)
+        assert all(torch.isfinite(v).all() for part in ("backbone", "head") for v in state[part].values()
+                   if v.is_floating_point()), f"step {step} holds NaN / inf"
+    assert not (run / "metrics.json").exists()
 
 
 def test_help_mentions_overwrite_and_the_interrupt(capsys):

@@ -2,24 +2,63 @@
 
 A run killed at any moment leaves either the previous checkpoint or the new one, never a truncated file. Loading
 uses ``torch.load(weights_only=True)``: a checkpoint can hold tensors and plain containers, nothing executable.
+A model whose parameters or buffers hold NaN / inf (e.g. BatchNorm running variances overflowed by a learning rate
+far too high, while the loss itself stayed finite) is never written: :func:`save_checkpoint` refuses it with a
+:class:`~facesphere.errors.TrainingError` naming the tensors and the likely cause, so such a run stops non-zero with
+its last good checkpoint kept.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..errors import CheckpointError, describe_load_error
+from ..errors import CheckpointError, TrainingError, describe_load_error
 from ..files import atomic_write
 
 CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)\.pt$")
 
 
+#: the parts of a checkpoint that are the model (checked for NaN / inf before writing)
+MODEL_PARTS = ("backbone", "head")
+
+
+def nonfinite_tensors(state: dict[str, Any], parts: tuple[str, ...] = MODEL_PARTS) -> list[str]:
+    """``part.name`` of every floating-point tensor of the model parts of a checkpoint that holds NaN or inf."""
+    found = []
+    for part in parts:
+        for name, value in (state.get(part) or {}).items():
+            if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                found.append(f"{part}.{name}")
+    return found
+
+
+def _nonfinite_message(path: Path, state: dict[str, Any], broken: list[str]) -> str:
+    shown = ", ".join(broken[:4]) + (f" and {len(broken) - 4} more" if len(broken) > 4 else "")
+    lr = None
+    try:
+        lr = json.loads(state["config"])["optim"]["lr"]
+    except (KeyError, TypeError, ValueError):
+        pass
+    running = any(name.endswith(("running_var", "running_mean")) for name in broken)
+    rate = f"the learning rate (optim.lr={lr})" if lr is not None else "the learning rate"
+    causes = [f"{rate} is far too high for this model / batch size"]
+    if running:
+        causes.append("BatchNorm running statistics overflowed (the loss can stay finite while they do)")
+    return (f"{path}: not saved: the model's parameters or buffers hold NaN / inf ({shown}), so every embedding of "
+            f"it would be meaningless; the run stops here and keeps its last good checkpoint. Likely cause: "
+            + "; ".join(causes) + ".")
+
+
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
-    """``torch.save`` to ``path`` atomically."""
+    """``torch.save`` to ``path`` atomically; a model holding NaN / inf is refused (:class:`TrainingError`)."""
+    broken = nonfinite_tensors(state)
+    if broken:
+        raise TrainingError(_nonfinite_message(Path(path), state, broken))
     atomic_write(Path(path), lambda handle: torch.save(state, handle), what="checkpoint")
 
 
@@ -89,5 +128,5 @@ def load_state_dict_checked(module: torch.nn.Module, state: dict[str, torch.Tens
     module.load_state_dict(state, strict=True)
 
 
-__all__ = ["CHECKPOINT_PATTERN", "save_checkpoint", "load_checkpoint", "list_checkpoints", "latest_checkpoint",
+__all__ = ["CHECKPOINT_PATTERN", "MODEL_PARTS", "nonfinite_tensors", "save_checkpoint", "load_checkpoint", "list_checkpoints", "latest_checkpoint",
            "prune_checkpoints", "load_state_dict_checked"]
