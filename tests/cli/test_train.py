@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -79,6 +80,30 @@ def test_a_run_whose_batchnorm_overflows_exits_non_zero_and_writes_no_broken_mod
         assert all(torch.isfinite(v).all() for part in ("backbone", "head") for v in state[part].values()
                    if v.is_floating_point()), f"step {step} holds NaN / inf"
     assert not (run / "metrics.json").exists()
+
+
+def test_resume_survives_a_truncated_checkpoint_a_partial_log_line_and_stray_temp_files(tmp_path, recwarn):
+    """Issue 13 §6: a truncated newest checkpoint falls back to the previous good one, a half-written last line of
+    metrics.jsonl is dropped, and the temporary files killed writers left are cleaned; each is said, none crashes."""
+    run = tmp_path / "run"
+    assert main(["train", "--out", str(run), *QUICK, "--train.steps", "4", "--train.checkpoint_every", "2",
+                 "--train.keep_checkpoints", "3"]) == 0
+    newest = run / "checkpoints" / "step_4.pt"
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+    with open(run / "metrics.jsonl", "a") as log:
+        log.write('{"step": 5, "lo')
+    strays = [run / "checkpoints" / ".step_2.pt.k1l2m3.tmp", run / ".best.pt.n4o5p6.tmp"]
+    for stray in strays:
+        stray.write_bytes(b"half a checkpoint")
+    assert main(["train", "--resume", str(run), "--train.steps", "6"]) == 0
+    said = " ".join(str(w.message) for w in recwarn)
+    assert f"{newest}: not a complete checkpoint file" in said and "using the previous one, step_2.pt" in said
+    assert "metrics.jsonl: dropped 1 unreadable line(s)" in said
+    assert [step for step, _ in list_checkpoints(run)] == [2, 4, 6]
+    assert all(torch.load(path, weights_only=True)["state"]["step"] == step for step, path in list_checkpoints(run))
+    assert not any(stray.exists() for stray in strays)
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] == 6
 
 
 def test_help_mentions_overwrite_and_the_interrupt(capsys):

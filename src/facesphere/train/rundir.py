@@ -8,21 +8,27 @@
   so a bad data path, config or model leaves nothing behind.
 * A new run that fails (or is interrupted) before its first step completes removes what it wrote: the directory
   itself when this call created it, else the run files only.
+* A resumed run first repairs ``metrics.jsonl``: lines that are not a JSON record (the half-written last line of a
+  run killed while logging) are dropped with a warning instead of stopping the resume with a raw traceback.
 """
 
 from __future__ import annotations
 
+import json
 import shlex
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidOptionError, OutputError, RunExistsError
+from ..errors import FaceSphereWarning, InvalidOptionError, OutputError, RunExistsError
+from ..files import atomic_write_text
 from ..run.config import Config, save_config
 from ..run.directory import BEST_NAME, CONFIG_NAME
 
+METRICS_LOG = "metrics.jsonl"
 #: the files and folders :func:`facesphere.train.loop.train` writes in a run directory
-RUN_FILES = (CONFIG_NAME, BEST_NAME, "metrics.jsonl", "metrics.json", "curves.png")
+RUN_FILES = (CONFIG_NAME, BEST_NAME, METRICS_LOG, "metrics.json", "curves.png")
 RUN_FOLDERS = ("checkpoints", "tensorboard")
 
 
@@ -38,6 +44,7 @@ class RunDirectory:
         self.created = False
         self.state: Any = None
         if resume:
+            repair_metrics_log(path / METRICS_LOG)
             return
         if self.existed and not path.is_dir():
             raise OutputError(f"{path}: exists and is not a directory; choose another --out")
@@ -78,4 +85,28 @@ def _remove_run_files(path: Path) -> None:
         shard.unlink(missing_ok=True)
 
 
-__all__ = ["RunDirectory", "RUN_FILES", "RUN_FOLDERS"]
+def _is_record(line: str) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
+
+
+def repair_metrics_log(path: Path) -> int:
+    """Drop the lines of a run's ``metrics.jsonl`` that are not JSON records (a line cut short by a kill); returns
+    how many were dropped (with a warning naming the file). A missing or unreadable file is left to the trainer."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return 0
+    lines = [line for line in text.splitlines() if line.strip()]
+    kept = [line for line in lines if _is_record(line)]
+    dropped = len(lines) - len(kept)
+    if dropped:
+        atomic_write_text(path, "".join(line + "\n" for line in kept), what="metrics log")
+        warnings.warn(f"{path}: dropped {dropped} unreadable line(s) (written when the run was killed?); resuming "
+                      "with the rest", FaceSphereWarning, stacklevel=2)
+    return dropped
+
+
+__all__ = ["RunDirectory", "RUN_FILES", "RUN_FOLDERS", "METRICS_LOG", "repair_metrics_log"]
