@@ -11,6 +11,7 @@ import sys
 
 import pytest
 import torch
+import yaml
 
 import facesphere.train.loop as loop
 from facesphere.cli import main
@@ -104,6 +105,31 @@ def test_resume_survives_a_truncated_checkpoint_a_partial_log_line_and_stray_tem
     assert not any(stray.exists() for stray in strays)
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps)) and steps[-1] == 6
+
+
+def test_resume_keeps_the_saved_config_applies_safe_overrides_and_refuses_the_rest(tmp_path, capsys):
+    """Issue 13 §5: ``--resume RUN`` with any override used to reset train.steps to the default 600, ignore the
+    override and rewrite config.yaml. Now the run keeps its config, a safe override is applied and recorded, and any
+    other is refused naming the key."""
+    run = tmp_path / "run"
+    assert main(["train", "--out", str(run), *QUICK]) == 0
+    saved = (run / "config.yaml").read_text()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--optim.lr", "0.5", "--head.name", "arcface"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "optim.lr (saved 0.1, asked 0.5)" in error and "head.name" in error
+    assert "train.steps" in error and "--out" in error
+    assert (run / "config.yaml").read_text() == saved and [s for s, _ in list_checkpoints(run)] == [2]
+    assert main(["train", "--resume", str(run), "--config", str(run / "config.yaml")]) == 2
+    assert "--config" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run), "--train.log_every", "1", "--quiet"]) == 0  # the length is kept
+    assert [s for s, _ in list_checkpoints(run)] == [2]
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["steps"] == 2
+    assert main(["train", "--resume", str(run), "--train.steps", "3", "--quiet"]) == 0
+    assert "train.steps: 2 -> 3 (recorded in config.yaml)" in capsys.readouterr().err
+    assert [s for s, _ in list_checkpoints(run)][-1] == 3
+    train = yaml.safe_load((run / "config.yaml").read_text())["train"]
+    assert train["steps"] == 3 and train["log_every"] == 1
 
 
 def test_help_mentions_overwrite_and_the_interrupt(capsys):

@@ -10,8 +10,10 @@ from typing import Any
 from ..backbones import list_backbones
 from ..errors import InvalidOptionError, TrainingInterrupted
 from ..heads import HEADS, head_options
-from ..run.config import load_config
+from ..run.config import load_config, save_config
+from ..run.directory import CONFIG_NAME
 from ..train.loop import train
+from ..train.rundir import RESUME_SAFE, resume_config
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -27,12 +29,24 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     if args.resume is not None and args.overwrite:
         raise InvalidOptionError("--resume continues a run and --overwrite starts one over: give one of them")
-    config = load_config(args.config, args.overrides)
-    if args.quiet:
-        config.train.quiet = True
+    if args.resume is not None:
+        if args.config is not None:
+            raise InvalidOptionError(f"--resume {args.resume} uses the run's own {CONFIG_NAME}; --config would be "
+                                     f"ignored: give the changes a resumed run allows as overrides "
+                                     f"({', '.join('--' + key for key in RESUME_SAFE)})")
+        config, changes = resume_config(args.resume, args.overrides)
+        if changes:  # applied and recorded in the run's config.yaml, which the resumed run reads
+            save_config(config, args.resume / CONFIG_NAME)
+            print(f"facesphere: resuming {args.resume} with {'; '.join(changes)} (recorded in {CONFIG_NAME})",
+                  file=sys.stderr)
+        run_config = None
+    else:
+        run_config = load_config(args.config, args.overrides)
+        if args.quiet:
+            run_config.train.quiet = True
     try:
-        summary = train(config if args.resume is None or args.overrides else None, out=args.out, resume=args.resume,
-                        overwrite=args.overwrite)
+        summary = train(run_config, out=args.out, resume=args.resume, overwrite=args.overwrite,
+                        progress=False if args.quiet else None)
     except TrainingInterrupted as stopped:  # a checkpoint was saved: say where, and exit 128 + the signal
         print(f"facesphere: {stopped}", file=sys.stderr)
         return stopped.exit_code
