@@ -16,7 +16,7 @@ import yaml
 import facesphere.train.loop as loop
 from facesphere.cli import main
 from facesphere.run.checkpoint import list_checkpoints
-from tests.helpers import PACKAGE, TINY
+from tests.helpers import PACKAGE, REPO, TINY
 
 QUICK = TINY + ["--train.steps", "2", "--data.val", "[]", "--quiet"]
 
@@ -130,6 +130,19 @@ def test_resume_keeps_the_saved_config_applies_safe_overrides_and_refuses_the_re
     assert [s for s, _ in list_checkpoints(run)][-1] == 3
     train = yaml.safe_load((run / "config.yaml").read_text())["train"]
     assert train["steps"] == 3 and train["log_every"] == 1
+
+
+def test_a_missing_validation_set_is_one_error_naming_the_key(tmp_path, capsys):
+    """Issue 15 §5: a recipe's validation .bin paths (not on this machine) made the README's --data.train override fail
+    without saying which setting to change."""
+    recipe = REPO / "configs" / "sface_iresnet50_casia.yaml"
+    assert main(["train", "--out", str(tmp_path / "a"), "--config", str(recipe), "--data.train", "synthetic"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and error.startswith(f"facesphere: error: data.val (from {recipe}): bin:/data/lfw.bin")
+    assert "--data.val" in error
+    assert main(["train", "--out", str(tmp_path / "b"), *TINY, "--data.val", f"[pairs:{tmp_path / 'none.txt'}]"]) == 2
+    assert "data.val: " in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 def test_help_mentions_overwrite_and_the_interrupt(capsys):

@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from ..backbones import list_backbones
-from ..errors import InvalidOptionError, TrainingInterrupted
+from ..data.specs import PAIR_KINDS, parse_data_spec
+from ..errors import DataError, FaceSphereError, InvalidOptionError, TrainingInterrupted
 from ..heads import HEADS, head_options
-from ..run.config import load_config, save_config
+from ..run.config import Config, load_config, save_config
 from ..run.directory import CONFIG_NAME
 from ..train.loop import train
 from ..train.rundir import RESUME_SAFE, resume_config
@@ -41,9 +42,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
                   file=sys.stderr)
         run_config = None
     else:
-        run_config = load_config(args.config, args.overrides)
+        config = run_config = load_config(args.config, args.overrides)
         if args.quiet:
             run_config.train.quiet = True
+    _check_val_sets(config, args.config)
     try:
         summary = train(run_config, out=args.out, resume=args.resume, overwrite=args.overwrite,
                         progress=False if args.quiet else None)
@@ -54,6 +56,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(summary["table"])
         print(f"run directory: {summary['run_dir']}")
     return 0
+
+
+def _check_val_sets(config: Config, source: Path | None) -> None:
+    """Every ``data.val`` set must be there before any work: a recipe's validation files may not be on this machine,
+    and the error names the key that replaces them."""
+    for spec in config.data.val:
+        try:
+            parse_data_spec(spec, PAIR_KINDS)
+        except FaceSphereError as error:
+            where = f" (from {source})" if source is not None else ""
+            raise DataError(f"data.val{where}: {error}; give your own validation pair sets with --data.val, e.g. "
+                            "--data.val '[bin:/path/lfw.bin]' or '[pairs:FILE]', or --data.val '[]' for none") \
+                from None
 
 
 def register(commands: Any) -> None:
