@@ -16,6 +16,7 @@ import yaml
 import facesphere.train.loop as loop
 from facesphere.cli import main
 from facesphere.run.checkpoint import list_checkpoints
+from facesphere.run.config import config_to_dict, load_config
 from tests.helpers import PACKAGE, REPO, TINY
 
 QUICK = TINY + ["--train.steps", "2", "--data.val", "[]", "--quiet"]
@@ -143,6 +144,19 @@ def test_a_missing_validation_set_is_one_error_naming_the_key(tmp_path, capsys):
     assert main(["train", "--out", str(tmp_path / "b"), *TINY, "--data.val", f"[pairs:{tmp_path / 'none.txt'}]"]) == 2
     assert "data.val: " in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_config_show_prints_the_resolved_config(capsys):
+    """Issue 15 §5: ``facesphere config show [--config F] [overrides]`` prints what a run would use."""
+    assert main(["config", "show", "--head.name", "arcface", "--train.steps", "7"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown == config_to_dict(load_config(None, ["--head.name", "arcface", "--train.steps", "7"]))
+    assert shown["head"]["name"] == "arcface" and shown["train"]["steps"] == 7
+    recipe = REPO / "configs" / "sface_iresnet50_casia.yaml"
+    assert main(["config", "show", "--config", str(recipe)]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["data"]["val"] == ["bin:/data/lfw.bin"]
+    assert main(["config", "show", "--optim.lr", "fast"]) == 2
+    assert "optim.lr" in capsys.readouterr().err
 
 
 def test_help_mentions_overwrite_and_the_interrupt(capsys):

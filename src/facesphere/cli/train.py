@@ -1,4 +1,4 @@
-"""``facesphere list`` and ``facesphere train``."""
+"""``facesphere list``, ``facesphere train`` and ``facesphere config show``."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from ..backbones import list_backbones
 from ..data.specs import PAIR_KINDS, parse_data_spec
 from ..errors import DataError, FaceSphereError, InvalidOptionError, TrainingInterrupted
 from ..heads import HEADS, head_options
-from ..run.config import Config, load_config, save_config
+from ..run.config import Config, config_to_dict, load_config, save_config
 from ..run.directory import CONFIG_NAME
 from ..train.loop import train
 from ..train.rundir import RESUME_SAFE, resume_config
@@ -71,6 +73,12 @@ def _check_val_sets(config: Config, source: Path | None) -> None:
                 from None
 
 
+def _cmd_config_show(args: argparse.Namespace) -> int:
+    config = load_config(args.config, args.overrides)
+    print(yaml.safe_dump(config_to_dict(config), sort_keys=False), end="")
+    return 0
+
+
 def register(commands: Any) -> None:
     p = commands.add_parser("list", help="list the registered heads (with their options) and backbones")
     p.set_defaults(func=_cmd_list)
@@ -95,3 +103,12 @@ def register(commands: Any) -> None:
                         "refused")
     p.add_argument("--quiet", action="store_true", help="no progress bar; log lines only")
     p.set_defaults(func=_cmd_train, accepts_overrides=True)
+
+    config = commands.add_parser("config", help="show the resolved training config")
+    config_commands = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True)
+    p = config_commands.add_parser(
+        "show", help="print the resolved config a run would use (YAML: every default spelled out)",
+        description="Print the config 'facesphere train' would use with the same --config and --SECTION.KEY VALUE "
+        "overrides, as the YAML a run writes to its config.yaml.")
+    p.add_argument("--config", type=Path, default=None, help="a YAML recipe (overrides of the typed defaults)")
+    p.set_defaults(func=_cmd_config_show, accepts_overrides=True)
