@@ -159,6 +159,17 @@ def test_config_show_prints_the_resolved_config(capsys):
     assert "optim.lr" in capsys.readouterr().err
 
 
+def test_the_end_of_a_run_says_where_tensorboard_logs_went_or_how_to_get_them(tmp_path, capsys):
+    """Issue 15 §5: say where TensorBoard logs went, or that ``pip install tensorboard`` enables them."""
+    run = tmp_path / "run"
+    assert main(["train", "--out", str(run), *QUICK]) == 0
+    out = capsys.readouterr().out
+    if (run / "tensorboard").is_dir():
+        assert f"TensorBoard logs: {run / 'tensorboard'}" in out
+    else:
+        assert "pip install tensorboard" in out
+
+
 def test_help_mentions_overwrite_and_the_interrupt(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])

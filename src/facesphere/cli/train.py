@@ -57,7 +57,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if "table" in summary:
         print(summary["table"])
         print(f"run directory: {summary['run_dir']}")
+        print(_tensorboard_line(Path(summary["run_dir"])))
     return 0
+
+
+def _tensorboard_line(run_dir: Path) -> str:
+    """Where the TensorBoard logs went, or how to get them."""
+    logs = run_dir / "tensorboard"
+    if logs.is_dir():
+        return f"TensorBoard logs: {logs} (view with: tensorboard --logdir {logs})"
+    return "TensorBoard logs: none (pip install tensorboard enables them); metrics.jsonl and curves.png hold the curves"
 
 
 def _check_val_sets(config: Config, source: Path | None) -> None:
