@@ -56,7 +56,7 @@ from .distributed import cleanup_distributed, init_distributed
 from .interrupt import StopSignals, interrupted
 from .optim import build_optimizer, set_learning_rate
 from .partial_fc import PartialFC
-from .rundir import RunDirectory
+from .rundir import RunDirectory, resume_changes
 
 logger = logging.getLogger(__name__)
 
@@ -255,9 +255,9 @@ def _resolve_run(config: Config | None, out: str | Path | None,
     if resume is not None:
         run_dir = Path(resume)
         saved = read_run_config(run_dir)
-        if config is not None and config.train.steps != saved.train.steps:
-            saved.train.steps = config.train.steps  # allow extending a finished run
-        config = saved
+        # a config given with resume may change only what is safe mid-run (train.steps to extend it, logging...);
+        # anything else is refused by name (the run would otherwise mix two trainings)
+        config = saved if config is None else resume_changes(saved, config, run_dir)[0]
         resume_path = latest_checkpoint(run_dir)
     else:
         config = config or Config()
@@ -563,9 +563,15 @@ def _validate(model, val_sets, config, device, state, log, writer, run_dir, back
     if writer is not None:
         for name, metrics in results.items():
             writer.add_scalar(f"val/{name}/accuracy", metrics["accuracy"], state.step)
-    if mean_accuracy > state.best_accuracy:
+    improved = mean_accuracy > state.best_accuracy
+    if improved:
         state.best_accuracy, state.best_step = mean_accuracy, state.step
         _save(run_dir / BEST_NAME, backbone, head, optimizer, scaler, state, config, dist)
+    if not config.train.quiet:  # one line per validation, in percent like every table facesphere prints
+        sets = ", ".join(f"{name} {100 * metrics['accuracy']:.2f} %" for name, metrics in results.items())
+        print(f"step {state.step}/{config.train.steps} validation: {sets}"
+              f"{' (best so far)' if improved else f' (best {100 * state.best_accuracy:.2f} % at step {state.best_step})'}",
+              file=sys.stderr)
 
 
 def _progress(total: int, initial: int, show: bool):
@@ -608,20 +614,24 @@ def _plot_curves(run_dir: Path) -> None:
     val_records = [r for r in records if "val" in r]
     if not train_records:
         return
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig, axes = plt.subplots(1, 4, figsize=(19, 4))
     steps = [r["step"] for r in train_records]
     axes[0].plot(steps, [r["loss"] for r in train_records])
-    axes[0].set(title="training loss", xlabel="step")
+    axes[0].set(title="training loss", xlabel="step", ylabel="loss (mean over the logging window)")
     axes[1].plot(steps, [r["lr"] for r in train_records])
-    axes[1].set(title="learning rate", xlabel="step")
+    axes[1].set(title="learning rate", xlabel="step", ylabel="learning rate")
     if any("train_accuracy" in r for r in train_records):
         axes[2].plot([r["step"] for r in train_records if "train_accuracy" in r],
-                     [r["train_accuracy"] for r in train_records if "train_accuracy" in r], label="train (batch)")
+                     [100 * r["train_accuracy"] for r in train_records if "train_accuracy" in r])
+    axes[2].set(title="training accuracy (batches, margin applied)", xlabel="step", ylabel="accuracy %",
+                ylim=(0, 100))
     for name in sorted({n for r in val_records for n in r["val"]}):
-        axes[2].plot([r["step"] for r in val_records if name in r["val"]],
-                     [r["val"][name]["accuracy"] for r in val_records if name in r["val"]], "o-", label=f"val {name}")
-    axes[2].set(title="accuracy", xlabel="step", ylim=(0, 1))
-    axes[2].legend()
+        axes[3].plot([r["step"] for r in val_records if name in r["val"]],
+                     [100 * r["val"][name]["accuracy"] for r in val_records if name in r["val"]], "o-", label=name)
+    axes[3].set(title="verification accuracy (validation pairs)", xlabel="step", ylabel="10-fold accuracy %",
+                ylim=(50, 100))
+    if val_records:
+        axes[3].legend()
     fig.tight_layout()
     fig.savefig(run_dir / "curves.png", dpi=100)
     plt.close(fig)

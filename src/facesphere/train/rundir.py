@@ -90,7 +90,7 @@ def _remove_run_files(path: Path) -> None:
 
 #: the overrides a resumed run accepts: its length and how it logs, validates, saves and reports, not what it computes
 RESUME_SAFE = ("train.steps", "train.log_every", "train.val_every", "train.checkpoint_every", "train.keep_checkpoints",
-               "train.max_nonfinite_steps", "train.quiet", "train.plots", "train.threads")
+               "train.max_nonfinite_steps", "train.quiet", "train.plots", "train.threads", "train.device")
 
 
 def _flat(config: Config) -> dict[str, Any]:
@@ -111,7 +111,12 @@ def resume_config(run_dir: str | Path, overrides: list[str] | None) -> tuple[Con
     saved = read_run_config(run_dir)
     if not overrides:
         return saved, []
-    wanted = load_config(Path(run_dir) / CONFIG_NAME, overrides)
+    return resume_changes(saved, load_config(Path(run_dir) / CONFIG_NAME, overrides), run_dir)
+
+
+def resume_changes(saved: Config, wanted: Config, run_dir: str | Path) -> tuple[Config, list[str]]:
+    """``wanted`` when it differs from the run's ``saved`` config only in :data:`RESUME_SAFE` keys (with the
+    changes as ``"key: old -> new"``), else a :class:`~facesphere.errors.ConfigError` naming the other keys."""
     old, new = _flat(saved), _flat(wanted)
     changed = sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
     refused = [key for key in changed if key not in RESUME_SAFE]
