@@ -6,7 +6,8 @@
 Baselines: the *floor* — ``x @ W.T`` + cross-entropy with no normalisation — and *normlinear* — normalised features
 and weights (in-graph), scaled, + cross-entropy with no margin. Each head is timed in interleaved rounds with the
 floor (floor, head, floor, head, ...) so slow drifts of a noisy machine hit both; the ratio is the median of the
-per-round ratios, and the table also prints the medians themselves. ``subcenter_arcface`` is compared with a floor
+per-round ratios, printed with its first and third quartiles over the rounds (the spread a re-run falls in),
+and the table also prints the medians themselves. ``subcenter_arcface`` is compared with a floor
 K times wider (C·K columns), as its cost is dominated by the C·K-wide matmul.
 """
 
@@ -63,8 +64,16 @@ def step_time(module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> floa
     return time.perf_counter() - start
 
 
-def measure(module, baseline, x, y, repeats: int, warmup: int = 2) -> tuple[float, float, float]:
-    """Interleaved timing: (median head seconds, median baseline seconds, median per-round ratio)."""
+def quartiles(values: list[float]) -> tuple[float, float]:
+    """The first and third quartiles (the spread printed beside a median); both the value itself for one value."""
+    if len(values) < 2:
+        return values[0], values[0]
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q3
+
+
+def measure(module, baseline, x, y, repeats: int, warmup: int = 2) -> dict[str, float]:
+    """Interleaved timing: median head / baseline seconds, the median per-round ratio and its quartiles."""
     for _ in range(warmup):
         step_time(module, x, y)
         step_time(baseline, x, y)
@@ -75,35 +84,42 @@ def measure(module, baseline, x, y, repeats: int, warmup: int = 2) -> tuple[floa
         head_times.append(h)
         base_times.append(b)
         ratios.append(h / b)
-    return statistics.median(head_times), statistics.median(base_times), statistics.median(ratios)
+    q1, q3 = quartiles(ratios)
+    return {"head": statistics.median(head_times), "base": statistics.median(base_times),
+            "ratio": statistics.median(ratios), "ratio_q1": q1, "ratio_q3": q3}
 
 
-def run(classes: int, batch: int, dim: int, repeats: int) -> list[dict]:
+def run(classes: int, batch: int, dim: int, repeats: int, only: list[str] | None = None) -> list[dict]:
     torch.manual_seed(0)
     x = torch.randn(batch, dim)
     y = torch.randint(0, classes, (batch,))
     floor = Floor(dim, classes, normalised=False)
     rows = []
-    t_norm, t_floor, r_norm = measure(Floor(dim, classes, normalised=True), floor, x, y, repeats)
-    rows.append({"head": "floor (x·Wᵀ + CE)", "ms": 1000 * t_floor, "ratio": 1.0, "target": None})
-    rows.append({"head": "normlinear (no margin)", "ms": 1000 * t_norm, "ratio": r_norm, "target": None})
+    m = measure(Floor(dim, classes, normalised=True), floor, x, y, repeats)
+    rows.append({"head": "floor (x·Wᵀ + CE)", "ms": 1000 * m["base"], "ratio": 1.0, "spread": None, "target": None})
+    rows.append({"head": "normlinear (no margin)", "ms": 1000 * m["head"], "ratio": m["ratio"],
+                 "spread": (m["ratio_q1"], m["ratio_q3"]), "target": None})
     wide_floor = None
     for label, options in CASES:
+        if only and label not in only and label.split()[0] not in only:
+            continue
         name = label.split()[0]
         head = fs.build_head(name, embed_dim=dim, num_classes=classes, **options)
         baseline = floor
         if name == "subcenter_arcface":
             wide_floor = wide_floor or Floor(dim, classes * head.subcenters, normalised=False)
             baseline = wide_floor
-        t_head, _, ratio = measure(head, baseline, x, y, repeats)
-        rows.append({"head": label, "ms": 1000 * t_head, "ratio": ratio, "target": TARGETS.get(label)})
-        print(f"  C={classes:>7,} {label:<22} {1000 * t_head:9.1f} ms  x{ratio:5.2f}", file=sys.stderr)
+        m = measure(head, baseline, x, y, repeats)
+        rows.append({"head": label, "ms": 1000 * m["head"], "ratio": m["ratio"],
+                     "spread": (m["ratio_q1"], m["ratio_q3"]), "target": TARGETS.get(label)})
+        print(f"  C={classes:>7,} {label:<22} {1000 * m['head']:9.1f} ms  x{m['ratio']:5.2f} "
+              f"({m['ratio_q1']:.2f}-{m['ratio_q3']:.2f})", file=sys.stderr)
     return rows
 
 
 def table(results: dict[int, list[dict]]) -> str:
     sizes = sorted(results)
-    header = "| head | " + " | ".join(f"C = {c:,}: ms | ratio" for c in sizes) + " | target |"
+    header = "| head | " + " | ".join(f"C = {c:,}: ms | ratio (quartiles)" for c in sizes) + " | target |"
     sep = "|---|" + "---:|---:|" * len(sizes) + "---:|"
     lines = [header, sep]
     for i, row in enumerate(results[sizes[0]]):
@@ -111,8 +127,11 @@ def table(results: dict[int, list[dict]]) -> str:
         target = row["target"]
         for c in sizes:
             r = results[c][i]
-            flag = "" if target is None or r["ratio"] <= target else " ✗"
-            cells.append(f"{r['ms']:.1f} | {r['ratio']:.2f}{flag}")
+            # ✗: misses even at its first quartile; ~: the median misses, the spread reaches the target
+            flag = "" if target is None or r["ratio"] <= target else \
+                (" ~" if r["spread"] and r["spread"][0] <= target else " ✗")
+            spread = f" ({r['spread'][0]:.2f}–{r['spread'][1]:.2f})" if r["spread"] else ""
+            cells.append(f"{r['ms']:.1f} | {r['ratio']:.2f}{spread}{flag}")
         lines.append(f"| {row['head']} | " + " | ".join(cells) + f" | {'' if target is None else f'≤ {target}'} |")
     return "\n".join(lines)
 
@@ -135,14 +154,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=15, help="interleaved rounds per head (median taken)")
+    parser.add_argument("--repeats", type=int, default=31, help="interleaved rounds per head (median and quartiles "
+                                                               "of the per-round ratios)")
+    parser.add_argument("--heads", nargs="+", help="only these rows (labels as in the table, e.g. arcface cosface)")
     parser.add_argument("--markdown", type=Path, help="also write the table into this markdown file's heads section")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    results = {c: run(c, args.batch, args.dim, args.repeats) for c in args.classes}
+    results = {c: run(c, args.batch, args.dim, args.repeats, args.heads) for c in args.classes}
     text = (
         f"One training step (forward + loss + backward), fp32, CPU, B = {args.batch}, D = {args.dim}; "
-        f"median of {args.repeats} interleaved rounds; ratio = head / floor in the same round.\n"
+        f"median of {args.repeats} interleaved rounds; ratio = head / floor in the same round, its first and third "
+        f"quartiles over the rounds in brackets (✗: misses its target even at the first quartile; ~: the median "
+        f"misses, the spread reaches it); `python benchmarks/heads.py --repeats {args.repeats}` repeats it.\n"
         f"Machine: {machine()}.\n\n" + table(results)
     )
     print(text)

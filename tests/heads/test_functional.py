@@ -1,5 +1,6 @@
 """The fused autograd functions against plain autograd compositions."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -36,3 +37,15 @@ def test_binary_objective_matches_autograd():
     ref = torch.where(onehot, alpha * F.softplus(-z), (1 - alpha) * F.softplus(z)).sum()
     assert torch.allclose(out, ref)
     assert torch.autograd.gradcheck(lambda t: binary_objective(t, y, alpha), (z,))
+
+
+@pytest.mark.parametrize("rows", [0, 1, 7, 1023, 1024, 1025, 3000])
+def test_rowwise_dot_matches_fp64_across_block_edges(rows, monkeypatch):
+    from facesphere.heads import functional
+
+    monkeypatch.setattr(functional, "DOT_CHUNK_ELEMENTS", 1024 * 16)  # blocks of 1024 rows at D = 16
+    generator = torch.Generator().manual_seed(rows)
+    a, b = torch.randn(rows, 16, generator=generator), torch.randn(rows, 16, generator=generator)
+    out = functional.rowwise_dot(a, b)
+    assert out.shape == (rows,) and out.dtype == torch.float32
+    torch.testing.assert_close(out.double(), (a.double() * b.double()).sum(1), rtol=1e-6, atol=1e-5)

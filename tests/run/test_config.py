@@ -99,7 +99,7 @@ def test_resolved_config_spells_out_every_head_and_backbone_option(tmp_path):
     config = load_config(None, ["--head.name", "arcface", "--head.m", "0.45"])
     assert config.head.options == {"s": 64.0, "m": 0.45, "variant": "clamped", "weight_norm": "graph",
                                    "gradient": "detached"}
-    assert set(config.model.options) == {"batchnorm", "input_size", "activation", "channels"}
+    assert set(config.model.options) == {"batchnorm", "input_size", "activation", "channels", "residual"}
     # defaults that depend on other options are recorded as the head will use them
     nfn = load_config(None, ["--head.feature_norm", "none"])
     assert nfn.head.options["loss_weight"] == 1.0 and nfn.head.options["feature_norm"] == "none"

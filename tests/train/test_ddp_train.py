@@ -110,3 +110,20 @@ def _assert_equal(first, second, where: str) -> None:
         assert torch.equal(first, second), where
     else:
         assert first == second, where
+
+
+def test_ddp_options_and_batched_syncs_under_two_processes(tmp_path):
+    """Every ``train.ddp_*`` option away from its default (BN buffers broadcast, static graph, gradients copied out
+    of the buckets, fp16-compressed all-reduce) and the device-side guard read every 3 steps on both ranks."""
+    out = str(tmp_path / "run")
+    results = spawn_gloo(_train_rank, 2, out, ["--train.ddp_broadcast_buffers", "true",
+                                               "--train.ddp_static_graph", "true",
+                                               "--train.ddp_gradient_as_bucket_view", "false",
+                                               "--train.ddp_fp16_compress", "true", "--train.sync_every", "3"])
+    assert [r["steps"] for r in results] == [4, 4]
+    for key, value in results[0]["backbone"].items():
+        if "num_batches_tracked" in key:
+            continue
+        assert torch.isfinite(value).all(), key
+        if "running_" not in key:
+            assert torch.equal(value, results[1]["backbone"][key]), key

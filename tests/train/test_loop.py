@@ -16,6 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
+from facesphere.errors import ConfigError
 from facesphere.run.checkpoint import latest_checkpoint, load_checkpoint
 from facesphere.run.config import load_config
 from facesphere.train.loop import TrainingError, train
@@ -131,7 +132,17 @@ def test_resume_with_another_models_checkpoint_is_refused(tmp_path, tiny_overrid
     text = (tmp_path / "run" / "config.yaml").read_text().replace("embed_dim: 32", "embed_dim: 48")
     (tmp_path / "run" / "config.yaml").write_text(text)
     with pytest.raises(Exception, match="does not fit"):
-        train(load_config(None, tiny_overrides + ["--train.steps", "4"]), resume=tmp_path / "run", progress=False)
+        train(resume=tmp_path / "run", progress=False)
+
+
+def test_resume_through_the_api_applies_safe_changes_and_refuses_others(tmp_path, tiny_overrides):
+    config = load_config(None, tiny_overrides + ["--train.steps", "2", "--data.val", "[]"])
+    train(config, out=tmp_path / "run", progress=False)
+    with pytest.raises(ConfigError, match="optim.lr"):
+        train(load_config(None, tiny_overrides + ["--train.steps", "3", "--data.val", "[]", "--optim.lr", "0.5"]),
+              resume=tmp_path / "run", progress=False)
+    longer = load_config(None, tiny_overrides + ["--train.steps", "3", "--data.val", "[]"])
+    assert train(longer, resume=tmp_path / "run", progress=False)["steps"] == 3
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -154,3 +165,12 @@ def test_gradient_accumulation_and_adamw_run(tmp_path, tiny_overrides):
                                                  "--optim.lr", "0.001", "--data.val", "[]", "--head.name", "arcface"])
     summary = train(config, out=tmp_path / "run", progress=False)
     assert summary["steps"] == 3 and summary["nonfinite_steps"] == 0
+
+
+def test_each_validation_prints_one_line_with_its_accuracy(tmp_path, tiny_overrides, capsys):
+    config = load_config(None, tiny_overrides + ["--train.steps", "4", "--train.val_every", "2",
+                                                 "--train.quiet", "false"])
+    train(config, out=tmp_path / "run", progress=False)
+    lines = [line for line in capsys.readouterr().err.splitlines() if "validation:" in line]
+    assert [line.split()[1] for line in lines] == ["2/4", "4/4"]
+    assert all(" %" in line and "synthetic" in line for line in lines)

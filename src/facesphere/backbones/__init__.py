@@ -22,7 +22,7 @@ from torch import nn
 from ..registry import Registry, check_options
 from .iresnet import IResNet, build_iresnet, load_arcface_torch_state_dict
 from .mobilefacenet import MobileFaceNet, build_mobilefacenet
-from .sfnet import SFNet, build_sfnet
+from .sfnet import SFNet, build_sfnet, opensphere_sfnet_state_dict
 
 
 class BackboneEntry:
@@ -37,7 +37,7 @@ class BackboneEntry:
         return self.factory(embed_dim=embed_dim, **options)
 
 
-_SFNET_OPTIONS = ("batchnorm", "input_size", "activation", "channels")
+_SFNET_OPTIONS = ("batchnorm", "input_size", "activation", "channels", "residual")
 _IRESNET_OPTIONS = ("dropout",)
 
 BACKBONES: Registry[BackboneEntry] = Registry(
@@ -93,6 +93,7 @@ __all__ = [
     "build_backbone",
     "list_backbones",
     "SFNet",
+    "opensphere_sfnet_state_dict",
     "IResNet",
     "MobileFaceNet",
     "load_arcface_torch_state_dict",

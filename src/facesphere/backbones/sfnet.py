@@ -16,11 +16,20 @@ bias, each conv is followed by BatchNorm2d, and the embedding by BatchNorm1d (``
 ``activation="relu"`` (default) is the parameter-free activation of OpenSphere's SFNet, whose parameter counts this
 matches (sfnet20: 24,500,992 / 24,506,688 with BN); ``activation="prelu"`` is the per-channel PReLU of the original
 Caffe SphereFace networks (one extra parameter per conv output channel).
+
+``residual`` places the unit's last activation. ``"branch"`` (default): ``x + act(conv(act(conv(x))))``, the
+SphereFace layout and OpenSphere's ``sfnet*_deprecated`` (the backbone of its SphereFace-R config; bit-identical
+with the same weights). ``"post"``: ``act(x + conv(act(conv(x))))`` (BN after each conv with ``batchnorm``), the
+ResNet-style unit of OpenSphere's newer ``sfnet.py`` ``sfnet*``. The parameters are the same in both (with PReLU the
+second activation's slopes move from ``body.1.2`` to ``act``); :func:`opensphere_sfnet_state_dict` renames an
+OpenSphere SFNet state dict (either file) to these modules.
 """
 
 from __future__ import annotations
 
 import math
+import re
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -41,6 +50,7 @@ SFNET_LAYERS: dict[int, tuple[int, int, int, int]] = {
 SFNET_INPUT_SIZES: dict[tuple[int, int], tuple[int, int]] = {(112, 112): (7, 7), (112, 96): (7, 6)}
 
 ACTIVATIONS = ("relu", "prelu")
+RESIDUALS = ("branch", "post")
 
 
 def _make_act(kind: str, channels: int) -> nn.Module:
@@ -50,28 +60,33 @@ def _make_act(kind: str, channels: int) -> nn.Module:
 class _ConvAct(nn.Sequential):
     """conv3x3 (+ BN) + activation: (B, in_ch, H, W) -> (B, out_ch, ceil(H/stride), ceil(W/stride))."""
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int, batchnorm: bool, activation: str) -> None:
+    def __init__(self, in_ch: int, out_ch: int, stride: int, batchnorm: bool, activation: str,
+                 act: bool = True) -> None:
         layers: list[nn.Module] = [
             nn.Conv2d(in_ch, out_ch, kernel_size=3, stride=stride, padding=1, bias=not batchnorm)
         ]
         if batchnorm:
             layers.append(nn.BatchNorm2d(out_ch))
-        layers.append(_make_act(activation, out_ch))
+        if act:
+            layers.append(_make_act(activation, out_ch))
         super().__init__(*layers)
 
 
 class SFUnit(nn.Module):
-    """Residual unit ``x + f(x)`` with ``f`` = two (conv3x3 [+BN] + act) layers; shape preserved (B, C, H, W)."""
+    """Residual unit, shape preserved (B, C, H, W): ``residual="branch"`` ``x + f(x)`` with ``f`` = two (conv3x3
+    [+BN] + act) layers; ``"post"`` ``act(x + f(x))`` with the second layer's activation moved after the sum."""
 
-    def __init__(self, channels: int, batchnorm: bool, activation: str) -> None:
+    def __init__(self, channels: int, batchnorm: bool, activation: str, residual: str = "branch") -> None:
         super().__init__()
+        self.post = residual == "post"
         self.body = nn.Sequential(
             _ConvAct(channels, channels, 1, batchnorm, activation),
-            _ConvAct(channels, channels, 1, batchnorm, activation),
+            _ConvAct(channels, channels, 1, batchnorm, activation, act=not self.post),
         )
+        self.act = _make_act(activation, channels) if self.post else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + self.body(x)
+        return self.act(x + self.body(x)) if self.post else x + self.body(x)
 
 
 def _caffe_xavier_(tensor: Tensor) -> None:
@@ -99,8 +114,10 @@ class SFNet(nn.Module):
         input_size: tuple[int, int] = (112, 112),
         activation: str = "relu",
         channels: tuple[int, int, int, int] = (64, 128, 256, 512),
+        residual: str = "branch",
     ) -> None:
         super().__init__()
+        self.residual = residual
         self.embed_dim = embed_dim
         self.batchnorm = batchnorm
         self.input_size = tuple(input_size)
@@ -108,7 +125,7 @@ class SFNet(nn.Module):
         in_ch = 3
         for index, (width, count) in enumerate(zip(channels, units), start=1):
             stage = [_ConvAct(in_ch, width, 2, batchnorm, activation)]
-            stage += [SFUnit(width, batchnorm, activation) for _ in range(count)]
+            stage += [SFUnit(width, batchnorm, activation, residual) for _ in range(count)]
             setattr(self, f"layer{index}", nn.Sequential(*stage))
             in_ch = width
         self.fc = nn.Linear(channels[-1] * fh * fw, embed_dim)
@@ -145,10 +162,12 @@ def build_sfnet(
     input_size: tuple[int, int] | list[int] | int = (112, 112),
     activation: str = "relu",
     channels: tuple[int, int, int, int] | list[int] = (64, 128, 256, 512),
+    residual: str = "branch",
 ) -> SFNet:
     """SFNet-``depth`` (4, 10, 20, 36, 64); see the module docstring for the options.
 
     ``channels`` (the four stage widths, default the paper's 64/128/256/512) makes narrow variants for quick runs.
+    ``residual``: ``"branch"`` (OpenSphere's ``sfnet*_deprecated``) or ``"post"`` (its ``sfnet.py``).
     """
     name = f"sfnet{depth}"
     if not isinstance(batchnorm, bool):
@@ -156,6 +175,10 @@ def build_sfnet(
     if activation not in ACTIVATIONS:
         raise InvalidOptionError(
             f"backbone {name!r}: activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}"
+        )
+    if residual not in RESIDUALS:
+        raise InvalidOptionError(
+            f"backbone {name!r}: residual must be one of {', '.join(RESIDUALS)}, got {residual!r}"
         )
     size = check_input_size(name, input_size, list(SFNET_INPUT_SIZES))
     return SFNet(
@@ -165,6 +188,7 @@ def build_sfnet(
         input_size=size,
         activation=activation,
         channels=_check_channels(name, channels),
+        residual=residual,
     )
 
 
@@ -175,4 +199,33 @@ def _check_channels(name: str, channels: tuple[int, ...] | list[int]) -> tuple[i
     return values  # type: ignore[return-value]
 
 
-__all__ = ["SFNet", "SFUnit", "SFNET_LAYERS", "SFNET_INPUT_SIZES", "build_sfnet"]
+_OPENSPHERE_STAGE = re.compile(r"^(layer[1-4])\.0\.(conv1?|bn1)\.(.+)$")
+_OPENSPHERE_UNIT = re.compile(r"^(layer[1-4])\.(\d+)\.(conv1|bn1|conv2|bn2)\.(.+)$")
+
+
+def opensphere_sfnet_state_dict(state: dict[str, Any]) -> dict[str, Any]:
+    """An OpenSphere SFNet state dict (``sfnet.py``'s ``SFNet`` or ``sfnet_deprecated.py``'s ``SFNet_deprecated``;
+    a ``module.`` prefix is dropped) with facesphere's module names: ``layerI.0.conv`` / ``conv1`` / ``bn1`` -> the
+    stage conv ``layerI.0.0`` / its BN ``layerI.0.1``; ``layerI.K.conv1`` / ``bn1`` / ``conv2`` / ``bn2`` ->
+    ``layerI.K.body.0.0`` / ``body.0.1`` / ``body.1.0`` / ``body.1.1``; ``fc`` and ``features`` unchanged.
+
+    Build the matching model first: ``sfnet.py`` weights need ``residual="post"`` (and ``batchnorm=True`` for its BN
+    variant), ``sfnet_deprecated.py`` weights the default ``residual="branch"``; 112x112 input either way."""
+    out: dict[str, Any] = {}
+    for key, value in state.items():
+        key = key.removeprefix("module.")
+        stage = _OPENSPHERE_STAGE.match(key)
+        unit = None if stage else _OPENSPHERE_UNIT.match(key)
+        if stage:
+            layer, part, rest = stage.groups()
+            key = f"{layer}.0.{1 if part == 'bn1' else 0}.{rest}"
+        elif unit:
+            layer, index, part, rest = unit.groups()
+            conv, sub = {"conv1": (0, 0), "bn1": (0, 1), "conv2": (1, 0), "bn2": (1, 1)}[part]
+            key = f"{layer}.{index}.body.{conv}.{sub}.{rest}"
+        out[key] = value
+    return out
+
+
+__all__ = ["SFNet", "SFUnit", "SFNET_LAYERS", "SFNET_INPUT_SIZES", "RESIDUALS", "build_sfnet",
+           "opensphere_sfnet_state_dict"]

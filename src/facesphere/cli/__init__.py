@@ -1,11 +1,11 @@
 """``facesphere <command>``: argument parsing only; every command calls library functions.
 
-One module per command group: :mod:`.train` (``list``, ``train``), :mod:`.data` (``data synth / pack / unpack /
-verify / align``), :mod:`.evaluate` (``eval``), :mod:`.infer` (``embed``, ``verify``, ``export``), :mod:`.detect`
-(``detect``), :mod:`.gallery` (``gallery add / search / list / info / remove``) and :mod:`.tools` (``clean``,
-``invert``); the options that say how to open a recogniser, run a face detector and decide at a threshold are
-declared once, in :mod:`.common`. User errors (:class:`facesphere.FaceSphereError`) are printed
-without a traceback and exit with status 2.
+One module per command group: :mod:`.train` (``list``, ``train``, ``config show``), :mod:`.data` (``data synth / pack
+/ unpack / verify / align``), :mod:`.evaluate` (``eval``), :mod:`.infer` (``embed``, ``verify``, ``export``),
+:mod:`.detect` (``detect``), :mod:`.gallery` (``gallery add / search / list / info / remove``) and :mod:`.tools`
+(``clean``, ``invert``); the options that say how to open a recogniser, run a face detector and decide at a threshold
+are declared once, in :mod:`.common`. User errors (:class:`facesphere.FaceSphereError`) are printed without a
+traceback and exit with status 2.
 """
 
 from __future__ import annotations

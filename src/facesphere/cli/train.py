@@ -1,4 +1,4 @@
-"""``facesphere list`` and ``facesphere train``."""
+"""``facesphere list``, ``facesphere train`` and ``facesphere config show``."""
 
 from __future__ import annotations
 
@@ -7,11 +7,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from ..backbones import list_backbones
-from ..errors import InvalidOptionError, TrainingInterrupted
+from ..data.specs import PAIR_KINDS, parse_data_spec
+from ..errors import DataError, FaceSphereError, InvalidOptionError, TrainingInterrupted
 from ..heads import HEADS, head_options
-from ..run.config import load_config
+from ..run.config import Config, config_to_dict, load_config, save_config
+from ..run.directory import CONFIG_NAME
 from ..train.loop import train
+from ..train.rundir import RESUME_SAFE, resume_config
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -27,18 +32,59 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     if args.resume is not None and args.overwrite:
         raise InvalidOptionError("--resume continues a run and --overwrite starts one over: give one of them")
-    config = load_config(args.config, args.overrides)
-    if args.quiet:
-        config.train.quiet = True
+    if args.resume is not None:
+        if args.config is not None:
+            raise InvalidOptionError(f"--resume {args.resume} uses the run's own {CONFIG_NAME}; --config would be "
+                                     f"ignored: give the changes a resumed run allows as overrides "
+                                     f"({', '.join('--' + key for key in RESUME_SAFE)})")
+        config, changes = resume_config(args.resume, args.overrides)
+        if changes:  # applied and recorded in the run's config.yaml, which the resumed run reads
+            save_config(config, args.resume / CONFIG_NAME)
+            print(f"facesphere: resuming {args.resume} with {'; '.join(changes)} (recorded in {CONFIG_NAME})",
+                  file=sys.stderr)
+        run_config = None
+    else:
+        config = run_config = load_config(args.config, args.overrides)
+        if args.quiet:
+            run_config.train.quiet = True
+    _check_val_sets(config, args.config)
     try:
-        summary = train(config if args.resume is None or args.overrides else None, out=args.out, resume=args.resume,
-                        overwrite=args.overwrite)
+        summary = train(run_config, out=args.out, resume=args.resume, overwrite=args.overwrite,
+                        progress=False if args.quiet else None)
     except TrainingInterrupted as stopped:  # a checkpoint was saved: say where, and exit 128 + the signal
         print(f"facesphere: {stopped}", file=sys.stderr)
         return stopped.exit_code
     if "table" in summary:
         print(summary["table"])
         print(f"run directory: {summary['run_dir']}")
+        print(_tensorboard_line(Path(summary["run_dir"])))
+    return 0
+
+
+def _tensorboard_line(run_dir: Path) -> str:
+    """Where the TensorBoard logs went, or how to get them."""
+    logs = run_dir / "tensorboard"
+    if logs.is_dir():
+        return f"TensorBoard logs: {logs} (view with: tensorboard --logdir {logs})"
+    return "TensorBoard logs: none (pip install tensorboard enables them); metrics.jsonl and curves.png hold the curves"
+
+
+def _check_val_sets(config: Config, source: Path | None) -> None:
+    """Every ``data.val`` set must be there before any work: a recipe's validation files may not be on this machine,
+    and the error names the key that replaces them."""
+    for spec in config.data.val:
+        try:
+            parse_data_spec(spec, PAIR_KINDS)
+        except FaceSphereError as error:
+            where = f" (from {source})" if source is not None else ""
+            raise DataError(f"data.val{where}: {error}; give your own validation pair sets with --data.val, e.g. "
+                            "--data.val '[bin:/path/lfw.bin]' or '[pairs:FILE]', or --data.val '[]' for none") \
+                from None
+
+
+def _cmd_config_show(args: argparse.Namespace) -> int:
+    config = load_config(args.config, args.overrides)
+    print(yaml.safe_dump(config_to_dict(config), sort_keys=False), end="")
     return 0
 
 
@@ -66,3 +112,12 @@ def register(commands: Any) -> None:
                         "refused")
     p.add_argument("--quiet", action="store_true", help="no progress bar; log lines only")
     p.set_defaults(func=_cmd_train, accepts_overrides=True)
+
+    config = commands.add_parser("config", help="show the resolved training config")
+    config_commands = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True)
+    p = config_commands.add_parser(
+        "show", help="print the resolved config a run would use (YAML: every default spelled out)",
+        description="Print the config 'facesphere train' would use with the same --config and --SECTION.KEY VALUE "
+        "overrides, as the YAML a run writes to its config.yaml.")
+    p.add_argument("--config", type=Path, default=None, help="a YAML recipe (overrides of the typed defaults)")
+    p.set_defaults(func=_cmd_config_show, accepts_overrides=True)

@@ -11,6 +11,26 @@ from __future__ import annotations
 import torch
 
 
+#: Rows per chunk of :func:`rowwise_dot` on the CPU: a (rows, D) temporary of about 2 MB at D = 512 (cache-sized).
+DOT_CHUNK_ELEMENTS = 1 << 19
+
+
+def rowwise_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(C, D), (C, D) -> (C,): ``a_j · b_j`` for every row, without a C x D temporary.
+
+    On the CPU: elementwise product and row sum over cache-sized blocks of rows (about 5x faster there than the
+    batched (1 x D)(D x 1) matmul, which runs C tiny products one by one, and closer to the fp64 value). Elsewhere:
+    that batched matmul (one kernel; a Python loop over blocks would launch hundreds)."""
+    if a.device.type != "cpu":
+        return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1)
+    rows = max(1, DOT_CHUNK_ELEMENTS // max(a.shape[1], 1))
+    out = torch.empty(a.shape[0], dtype=torch.promote_types(a.dtype, b.dtype), device=a.device)
+    for start in range(0, a.shape[0], rows):
+        block = slice(start, start + rows)
+        torch.sum(a[block] * b[block], dim=1, out=out[block])
+    return out
+
+
 class _NormalizedLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -29,8 +49,7 @@ class _NormalizedLinear(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             grad_weight = grad_scaled.t() @ x  # (C, D): plain weight gradient / ‖W_j‖
             # tangent projection: subtract (W_j·G_j)/‖W_j‖² · W_j
-            # row-wise dot products W_j·G_j as a batched (1 x D)(D x 1) product: no C x D temporary
-            radial = torch.bmm(grad_weight.unsqueeze(1), weight.unsqueeze(2)).view(-1).mul_(inv_norm).mul_(inv_norm)
+            radial = rowwise_dot(grad_weight, weight).mul_(inv_norm).mul_(inv_norm)
             grad_weight.addcmul_(weight, radial.unsqueeze(1), value=-1.0)
         return grad_x, grad_weight
 

@@ -125,7 +125,36 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    """The run itself."""
+    """The run itself.
+
+    Speed options (docs/gpu.md gives the reasons for each default):
+
+    ``cudnn_benchmark``: let cuDNN time its convolution algorithms on the first batches and keep the fastest (the
+    fixed 112x112 inputs are its ideal case); CUDA only. It makes GPU runs non-deterministic run to run (the
+    chosen algorithm may differ); set false for repeatable GPU runs. No effect on the CPU.
+
+    ``sync_every``: how often (in steps) the host reads the device's guard flags (non-finite loss / gradient norm)
+    and the running loss. 1 checks every step before the optimiser step (a skipped step is a true no-op); N > 1
+    keeps the flags on the device, zeroes the gradients of a non-finite step instead of skipping it (the optimiser
+    still applies momentum and weight decay to zero gradients), reads the flags every N steps (and at every log,
+    validation and checkpoint) and computes the training accuracy only on logging steps. 0 (default) = 1 on the CPU
+    (where a host read costs nothing; results are those of every earlier version) and 50 on CUDA.
+
+    ``scaler_growth_interval``: with ``amp: fp16``, the grad scaler doubles its scale after this many steps without
+    an overflow. PyTorch's default, 2000, is slow for margin heads: their logits (s = 64 times a cosine) overflow
+    fp16 gradients early in training, each overflow halves the scale, and at 2000 steps per doubling the scale
+    stays needlessly low (small gradients flush to zero) for tens of thousands of steps. 100 (arcface_torch's
+    choice for the same heads) recovers within a few hundred steps, at the price of one skipped step per 100
+    when the scale sits at its ceiling.
+
+    ``ddp_*`` (multi-process runs only; passed to ``DistributedDataParallel``): ``ddp_broadcast_buffers`` (re-send
+    rank 0's BatchNorm statistics before every forward; off: rank 0's statistics, the ones its checkpoints hold,
+    are the same either way), ``ddp_gradient_as_bucket_view`` (gradients live in the all-reduce buckets: one copy
+    less per step, less memory), ``ddp_static_graph`` (the backbone uses the same parameters every step; off by
+    default, PyTorch's default), ``ddp_fp16_compress`` (all-reduce the gradients in fp16: half the traffic, for
+    slow interconnects; off: one node's NVLink is not the bottleneck and fp32 sums are exact-er),
+    ``ddp_bucket_cap_mb`` (all-reduce bucket size, PyTorch's 25).
+    """
 
     steps: int = 600
     seed: int = 0
@@ -141,6 +170,14 @@ class TrainConfig:
     max_nonfinite_steps: int = 20
     quiet: bool = False
     plots: bool = True
+    cudnn_benchmark: bool = True
+    sync_every: int = 0
+    scaler_growth_interval: int = 100
+    ddp_broadcast_buffers: bool = False
+    ddp_gradient_as_bucket_view: bool = True
+    ddp_static_graph: bool = False
+    ddp_fp16_compress: bool = False
+    ddp_bucket_cap_mb: float = 25.0
 
 
 @dataclass
@@ -431,7 +468,9 @@ def _check_ranges(config: Config) -> None:
                 ("train.log_every", train.log_every, 1), ("train.val_every", train.val_every, 0),
                 ("train.checkpoint_every", train.checkpoint_every, 1),
                 ("train.keep_checkpoints", train.keep_checkpoints, 0),
-                ("train.max_nonfinite_steps", train.max_nonfinite_steps, 0)]
+                ("train.max_nonfinite_steps", train.max_nonfinite_steps, 0),
+                ("train.sync_every", train.sync_every, 0),
+                ("train.scaler_growth_interval", train.scaler_growth_interval, 1)]
     for name, value, minimum in at_least:
         if value < minimum:
             raise ConfigError(f"{name} must be ≥ {minimum}, got {value}")
@@ -462,6 +501,7 @@ def _check_ranges(config: Config) -> None:
         _number(f"optim.betas[{i}]", beta, low=0, high=1, high_open=True)
     for i, milestone in enumerate(optim.milestones):
         _number(f"optim.milestones[{i}]", milestone, low=0)
+    _number("train.ddp_bucket_cap_mb", train.ddp_bucket_cap_mb, low=0, low_open=True, high=4096)
     if not 0 < head.partial_fc_rate <= 1:
         raise ConfigError(f"head.partial_fc_rate must be in (0, 1], got {head.partial_fc_rate}")
     for section, options in (("head", head.options), ("model", config.model.options)):

@@ -72,7 +72,8 @@ class DistInfo:
 
     @property
     def is_distributed(self) -> bool:
-        return self.world_size > 1
+        """A process group exists (more than one process, or one forced by ``FACESPHERE_DISTRIBUTED=1``)."""
+        return self.world_size > 1 or self.backend is not None
 
     @property
     def is_main(self) -> bool:
@@ -80,6 +81,11 @@ class DistInfo:
 
 
 _INFO: DistInfo | None = None
+
+#: ``FACESPHERE_DISTRIBUTED=1`` with ``WORLD_SIZE=1`` (``torchrun --nproc_per_node 1``) still creates the process
+#: group, so that one process runs the distributed path (DDP backbone, Partial FC head, NCCL on a GPU): how the
+#: distributed code is tested on a machine with one GPU. Without it a world of one is a plain single process.
+FORCE_ENV = "FACESPHERE_DISTRIBUTED"
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:
@@ -126,7 +132,8 @@ def _info_from_group(device: torch.device) -> DistInfo:
 
 
 def init_distributed(device: str | torch.device = "auto") -> DistInfo:
-    """Initialise the default process group when launched by torchrun with ``WORLD_SIZE > 1``; idempotent.
+    """Initialise the default process group when launched by torchrun with ``WORLD_SIZE > 1`` (or ``WORLD_SIZE=1``
+    and ``FACESPHERE_DISTRIBUTED=1``); idempotent.
 
     ``device``: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``. With CUDA every process uses the GPU
     ``LOCAL_RANK`` (``torch.cuda.set_device``) and the NCCL backend; on CPU the Gloo backend. Without ``WORLD_SIZE``
@@ -140,7 +147,7 @@ def init_distributed(device: str | torch.device = "auto") -> DistInfo:
             _INFO = _info_from_group(dev)
         return _INFO
     world = _env_int("WORLD_SIZE", 1)
-    if world <= 1:
+    if world < 1 or (world == 1 and os.environ.get(FORCE_ENV) != "1"):
         return DistInfo(0, 1, 0, dev, None)
     if not dist.is_available():
         raise InvalidOptionError("WORLD_SIZE > 1 but this PyTorch build has no torch.distributed support")

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.pairs import PairSet, open_pair_set
+from ..data.pairs import PairSet, cached_pair_set, open_pair_set
 from ..errors import TrainingError
 from ..evaluate.report import format_table
 from ..evaluate.verification import verify_pairs
@@ -40,6 +40,7 @@ from ..run.checkpoint import (
     load_state_dict_checked,
     prune_checkpoints,
     save_checkpoint,
+    unwrap_model,
 )
 from ..run.config import Config, config_to_dict
 from ..run.directory import (
@@ -55,7 +56,7 @@ from .distributed import cleanup_distributed, init_distributed
 from .interrupt import StopSignals, interrupted
 from .optim import build_optimizer, set_learning_rate
 from .partial_fc import PartialFC
-from .rundir import RunDirectory
+from .rundir import RunDirectory, resume_changes
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,81 @@ def resolve_device(name: str) -> torch.device:
 
 
 def unwrap(module: nn.Module) -> nn.Module:
-    return module.module if hasattr(module, "module") and isinstance(module, nn.parallel.DistributedDataParallel) else module
+    """The plain model inside ``torch.compile`` / DDP wrappers (whose state dict has the model's own keys)."""
+    return unwrap_model(module)
+
+
+def resolve_sync_every(sync_every: int, device: torch.device) -> int:
+    """``train.sync_every`` with 0 (auto) resolved: 1 on the CPU (a host read is free there, and the loop then
+    behaves exactly as it always did), :data:`CUDA_SYNC_EVERY` on CUDA."""
+    if sync_every > 0:
+        return int(sync_every)
+    return CUDA_SYNC_EVERY if device.type == "cuda" else 1
+
+
+#: ``train.sync_every: 0`` on CUDA: read the guard flags every 50 steps (a few seconds of an iResNet-50 run; a
+#: non-finite streak is found at most 50 steps late, its gradients zeroed meanwhile).
+CUDA_SYNC_EVERY = 50
+
+
+def ddp_options(tc: Any, device: torch.device) -> dict[str, Any]:
+    """The keyword arguments the trainer passes to ``DistributedDataParallel`` (``train.ddp_*``, docs/gpu.md)."""
+    return {
+        "device_ids": [device.index] if device.type == "cuda" else None,
+        "broadcast_buffers": bool(tc.ddp_broadcast_buffers),
+        "gradient_as_bucket_view": bool(tc.ddp_gradient_as_bucket_view),
+        "static_graph": bool(tc.ddp_static_graph),
+        "bucket_cap_mb": float(tc.ddp_bucket_cap_mb),
+    }
+
+
+def wrap_ddp(backbone: nn.Module, tc: Any, device: torch.device) -> nn.Module:
+    """``backbone`` in ``DistributedDataParallel`` with the config's options, and the fp16 gradient-compression
+    communication hook when ``train.ddp_fp16_compress`` is set."""
+    model = nn.parallel.DistributedDataParallel(backbone, **ddp_options(tc, device))
+    if tc.ddp_fp16_compress:
+        from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+        model.register_comm_hook(None, default_hooks.fp16_compress_hook)
+    return model
+
+
+def make_scaler(tc: Any, device: torch.device, *, force: bool = False) -> torch.amp.GradScaler:
+    """The fp16 grad scaler: enabled for ``train.amp: fp16`` on CUDA (``force``: on any device, for tests), doubling
+    its scale every ``train.scaler_growth_interval`` steps without an overflow."""
+    enabled = tc.amp == "fp16" and (device.type == "cuda" or force)
+    return torch.amp.GradScaler(device.type, enabled=enabled, growth_interval=tc.scaler_growth_interval)
+
+
+class DeviceGuard:
+    """The non-finite guard's state kept on the device between host reads (``train.sync_every`` > 1).
+
+    Per step :meth:`record` adds, without a host sync: whether the step was non-finite, the run of consecutive
+    non-finite steps (and its longest run since the last read) and the step's loss (0 for a non-finite step).
+    :meth:`read` fetches all of it in one transfer and resets the window."""
+
+    def __init__(self, device: torch.device, consecutive: int) -> None:
+        self.device = device
+        self.consecutive = torch.tensor(consecutive, dtype=torch.int64, device=device)
+        self._reset()
+
+    def _reset(self) -> None:
+        self.bad_steps = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.loss = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.longest = self.consecutive.to(torch.float64)  # a streak carried in counts from its start
+
+    def record(self, bad: torch.Tensor, loss: torch.Tensor | None) -> None:
+        self.bad_steps += bad
+        self.consecutive = torch.where(bad, self.consecutive + 1, torch.zeros_like(self.consecutive))
+        self.longest = torch.maximum(self.longest, self.consecutive.to(torch.float64))
+        if loss is not None:
+            self.loss += torch.where(bad, torch.zeros_like(loss), loss).to(torch.float64)
+
+    def read(self) -> tuple[int, int, int, float]:
+        """``(non-finite steps, consecutive now, longest run, loss sum)`` since the last read (one host sync)."""
+        values = torch.stack([self.bad_steps, self.consecutive.to(torch.float64), self.longest, self.loss]).tolist()
+        self._reset()
+        return int(values[0]), int(values[1]), int(values[2]), float(values[3])
 
 
 @dataclass
@@ -180,9 +255,9 @@ def _resolve_run(config: Config | None, out: str | Path | None,
     if resume is not None:
         run_dir = Path(resume)
         saved = read_run_config(run_dir)
-        if config is not None and config.train.steps != saved.train.steps:
-            saved.train.steps = config.train.steps  # allow extending a finished run
-        config = saved
+        # a config given with resume may change only what is safe mid-run (train.steps to extend it, logging...);
+        # anything else is refused by name (the run would otherwise mix two trainings)
+        config = saved if config is None else resume_changes(saved, config, run_dir)[0]
         resume_path = latest_checkpoint(run_dir)
     else:
         config = config or Config()
@@ -218,7 +293,10 @@ def _train(config: Config, run: RunDirectory, resume_path: Path | None, progress
     if tc.amp == "fp16" and device.type != "cuda":
         logger.warning("train.amp=fp16 needs CUDA (the grad scaler); using bf16 autocast on %s", device.type)
         amp_dtype = torch.bfloat16
-    scaler = torch.amp.GradScaler(device.type, enabled=tc.amp == "fp16" and device.type == "cuda")
+    scaler = make_scaler(tc, device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = tc.cudnn_benchmark
+    sync_every = resolve_sync_every(tc.sync_every, device)
 
     state = RunState()
     if resume_path is not None:
@@ -232,8 +310,7 @@ def _train(config: Config, run: RunDirectory, resume_path: Path | None, progress
     run.state = state
     model_for_eval = backbone
     if dist.is_distributed:
-        backbone = nn.parallel.DistributedDataParallel(
-            backbone, device_ids=[device.index] if device.type == "cuda" else None)
+        backbone = wrap_ddp(backbone, tc, device)
     if tc.compile:
         backbone = torch.compile(backbone)
 
@@ -253,6 +330,9 @@ def _train(config: Config, run: RunDirectory, resume_path: Path | None, progress
 
     window_images, window_start, window_loss, window_correct, window_count = 0, time.perf_counter(), 0.0, 0, 0
     extras: dict[str, torch.Tensor] = {}
+    eager = sync_every == 1  # check the guards on the host every step (the CPU default)
+    guard = None if eager else DeviceGuard(device, state.consecutive_nonfinite)
+    window_start_step = state.step
     backbone.train()
     head.train()
     stop = StopSignals().install()
@@ -261,7 +341,11 @@ def _train(config: Config, run: RunDirectory, resume_path: Path | None, progress
             step_start = time.perf_counter()
             lr = set_learning_rate(optimizer, state.step, total, config.optim)
             optimizer.zero_grad(set_to_none=True)
+            next_step = state.step + 1
+            log_due = next_step % tc.log_every == 0 or next_step == total  # (on every rank: syncs line up)
+            log_step = main and log_due
             finite, step_loss, step_images = True, 0.0, 0
+            loss_sum: torch.Tensor | None = None  # the step's loss on the device (sync_every > 1)
             for _ in range(accumulate):
                 images, labels, num_bad = next(batches)
                 state.bad_samples += int(num_bad)
@@ -277,16 +361,25 @@ def _train(config: Config, run: RunDirectory, resume_path: Path | None, progress
                     embeddings = backbone(images)
                 out = head(embeddings, labels)
                 loss = out.loss / accumulate
-                if not torch.isfinite(loss):
-                    finite = False
-                    break
-                scaler.scale(loss).backward()
-                extras = out.extras
-                step_loss += float(loss.detach())
-                step_images += int(labels.shape[0])
-                if out.logits is not None:
-                    window_correct += int((out.logits.detach().argmax(dim=1) == labels).sum())
-                    window_count += int(labels.shape[0])
+                if eager:
+                    if not torch.isfinite(loss):
+                        finite = False
+                        break
+                    scaler.scale(loss).backward()
+                    extras = out.extras
+                    step_loss += float(loss.detach())
+                    step_images += int(labels.shape[0])
+                    if out.logits is not None:
+                        window_correct += int((out.logits.detach().argmax(dim=1) == labels).sum())
+                        window_count += int(labels.shape[0])
+                else:  # no host read: the loss and accuracy stay on the device
+                    scaler.scale(loss).backward()
+                    extras = out.extras
+                    loss_sum = loss.detach().float() if loss_sum is None else loss_sum + loss.detach().float()
+                    step_images += int(labels.shape[0])
+                    if log_step and out.logits is not None:  # the accuracy of logging steps only
+                        window_correct += (out.logits.detach().argmax(dim=1) == labels).sum()
+                        window_count += int(labels.shape[0])
             if finite:
                 scaler.unscale_(optimizer)
                 params = [p for p in backbone.parameters() if p.grad is not None]
@@ -295,16 +388,26 @@ def _train(config: Config, run: RunDirectory, resume_path: Path | None, progress
                 else:
                     grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])) if params \
                         else torch.zeros(())
-                if not torch.isfinite(grad_norm) and not scaler.is_enabled():
+                if eager and not torch.isfinite(grad_norm) and not scaler.is_enabled():
                     finite = False
+            if not eager:
+                bad = torch.zeros((), dtype=torch.bool, device=device)
+                if loss_sum is not None:
+                    bad = bad | ~torch.isfinite(loss_sum)
+                if not scaler.is_enabled():  # (the fp16 scaler skips a step with non-finite gradients itself)
+                    bad = bad | ~torch.isfinite(grad_norm.to(device))
+                    _zero_grads_where(optimizer, bad)
+                guard.record(bad, loss_sum)
             if finite:
                 scaler.step(optimizer)
                 scaler.update()
-                state.consecutive_nonfinite = 0
+                state.consecutive_nonfinite = 0 if eager else state.consecutive_nonfinite
             else:
                 optimizer.zero_grad(set_to_none=True)
                 if scaler.is_enabled():
-                    scaler.update(scaler.get_scale() / 2)
+                    half = scaler.get_scale() / 2
+                    scaler.scale(torch.ones((), device=device))  # creates the scale when the first step is the bad one
+                    scaler.update(half)
                 state.nonfinite_steps += 1
                 state.consecutive_nonfinite += 1
                 logger.warning("step %d: non-finite loss or gradients, step skipped (%d in a row)",
@@ -316,9 +419,16 @@ def _train(config: Config, run: RunDirectory, resume_path: Path | None, progress
             state.train_seconds += time.perf_counter() - step_start
             window_images += step_images * dist.world_size
             window_loss += step_loss
+            validate_now = tc.val_every > 0 and state.step % tc.val_every == 0 and state.step < total
+            save_now = state.step % tc.checkpoint_every == 0 or state.step == total
+            signum = stop.requested(device) if state.step < total else None  # Ctrl-C / SIGTERM: save and stop
+            save_now = save_now or bool(signum)
+            if guard is not None and (state.step % sync_every == 0 or log_due or validate_now or save_now):
+                window_loss += _read_guard(guard, state, config, window_start_step)  # every rank: the same steps
+                window_start_step = state.step
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{lr:.3g}",
+                bar.set_postfix(loss=f"{step_loss:.3f}" if eager else "-", lr=f"{lr:.3g}",
                                 ips=f"{state.images_trained / max(state.train_seconds, 1e-9):.0f}")
             if main and (state.step % tc.log_every == 0 or state.step == total):
                 elapsed = time.perf_counter() - window_start
@@ -327,7 +437,7 @@ def _train(config: Config, run: RunDirectory, resume_path: Path | None, progress
                           "images_per_second": window_images / max(elapsed, 1e-9),
                           "bad_samples": state.bad_samples, "nonfinite_steps": state.nonfinite_steps}
                 if window_count:
-                    record["train_accuracy"] = window_correct / window_count
+                    record["train_accuracy"] = int(window_correct) / window_count
                 record |= {k: float(v) for k, v in extras.items() if v.numel() == 1}
                 log.write(record)
                 if writer is not None:
@@ -338,12 +448,10 @@ def _train(config: Config, run: RunDirectory, resume_path: Path | None, progress
                     print(f"step {state.step}/{total} loss {record['loss']:.4f} lr {lr:.4g} "
                           f"{record['images_per_second']:.0f} img/s", file=sys.stderr)
                 window_images, window_start, window_loss, window_correct, window_count = 0, time.perf_counter(), 0.0, 0, 0
-            validate_now = tc.val_every > 0 and state.step % tc.val_every == 0 and state.step < total
             if main and (validate_now or state.step == total) and val_sets:
                 _validate(model_for_eval, val_sets, config, device, state, log, writer, run_dir, backbone, head,
                           optimizer, scaler, dist)
-            signum = stop.requested(device) if state.step < total else None  # Ctrl-C / SIGTERM: save and stop
-            if (state.step % tc.checkpoint_every == 0 or state.step == total or signum):
+            if save_now:
                 _save(run_dir / "checkpoints" / f"step_{state.step}.pt", backbone, head, optimizer, scaler, state,
                       config, dist)
                 if main:
@@ -380,6 +488,29 @@ def _train(config: Config, run: RunDirectory, resume_path: Path | None, progress
     return summary
 
 
+def _zero_grads_where(optimizer: torch.optim.Optimizer, bad: torch.Tensor) -> None:
+    """Zero every gradient the optimiser will apply when the 0-d device flag ``bad`` is set (no host sync): the
+    step of a non-finite loss / gradient becomes a zero-gradient step (``train.sync_every`` > 1)."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            if param.grad is not None:
+                param.grad.masked_fill_(bad, 0.0)
+
+
+def _read_guard(guard: DeviceGuard, state: RunState, config: Config, first_step: int) -> float:
+    """Read the device-side guard (one host sync): count the non-finite steps since ``first_step``, stop the run on
+    a streak of ``train.max_nonfinite_steps``; returns the loss summed over the finite steps read."""
+    bad, consecutive, longest, loss = guard.read()
+    state.nonfinite_steps += bad
+    state.consecutive_nonfinite = consecutive
+    if bad:
+        logger.warning("steps %d-%d: %d step(s) with a non-finite loss or gradients, their gradients zeroed "
+                       "(at most %d in a row)", first_step + 1, state.step, bad, longest)
+        if longest >= config.train.max_nonfinite_steps:
+            raise TrainingError(_nonfinite_message(config, longest))
+    return loss
+
+
 def _rank_path(path: Path, rank: int) -> Path:
     return path if rank == 0 else path.with_name(path.stem + f".rank{rank}.pt")
 
@@ -388,7 +519,7 @@ def _save(path: Path, backbone, head, optimizer, scaler, state: RunState, config
     payload = {
         "format": CHECKPOINT_FORMAT,
         "backbone": unwrap(backbone).state_dict(),
-        "head": head.state_dict(),
+        "head": unwrap(head).state_dict(),
         "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict(),
         "state": state.as_dict(),
@@ -408,11 +539,13 @@ def _check_bad_fraction(state: RunState, config: Config) -> None:
 
 
 def _load_val_sets(config: Config) -> list[PairSet]:
+    """The validation sets, each image decoded once (at the first validation) and kept for the later ones."""
     data = config.data
     return [
-        open_pair_set(spec, image_size=data.image_size, seed=config.train.seed,
-                      pairs_per_fold=data.synthetic_val_pairs_per_fold, difficulty=data.synthetic_difficulty,
-                      identity_spread=data.synthetic_identity_spread)
+        cached_pair_set(open_pair_set(spec, image_size=data.image_size, seed=config.train.seed,
+                                      pairs_per_fold=data.synthetic_val_pairs_per_fold,
+                                      difficulty=data.synthetic_difficulty,
+                                      identity_spread=data.synthetic_identity_spread))
         for spec in data.val
     ]
 
@@ -430,9 +563,15 @@ def _validate(model, val_sets, config, device, state, log, writer, run_dir, back
     if writer is not None:
         for name, metrics in results.items():
             writer.add_scalar(f"val/{name}/accuracy", metrics["accuracy"], state.step)
-    if mean_accuracy > state.best_accuracy:
+    improved = mean_accuracy > state.best_accuracy
+    if improved:
         state.best_accuracy, state.best_step = mean_accuracy, state.step
         _save(run_dir / BEST_NAME, backbone, head, optimizer, scaler, state, config, dist)
+    if not config.train.quiet:  # one line per validation, in percent like every table facesphere prints
+        sets = ", ".join(f"{name} {100 * metrics['accuracy']:.2f} %" for name, metrics in results.items())
+        print(f"step {state.step}/{config.train.steps} validation: {sets}"
+              f"{' (best so far)' if improved else f' (best {100 * state.best_accuracy:.2f} % at step {state.best_step})'}",
+              file=sys.stderr)
 
 
 def _progress(total: int, initial: int, show: bool):
@@ -475,20 +614,24 @@ def _plot_curves(run_dir: Path) -> None:
     val_records = [r for r in records if "val" in r]
     if not train_records:
         return
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig, axes = plt.subplots(1, 4, figsize=(19, 4))
     steps = [r["step"] for r in train_records]
     axes[0].plot(steps, [r["loss"] for r in train_records])
-    axes[0].set(title="training loss", xlabel="step")
+    axes[0].set(title="training loss", xlabel="step", ylabel="loss (mean over the logging window)")
     axes[1].plot(steps, [r["lr"] for r in train_records])
-    axes[1].set(title="learning rate", xlabel="step")
+    axes[1].set(title="learning rate", xlabel="step", ylabel="learning rate")
     if any("train_accuracy" in r for r in train_records):
         axes[2].plot([r["step"] for r in train_records if "train_accuracy" in r],
-                     [r["train_accuracy"] for r in train_records if "train_accuracy" in r], label="train (batch)")
+                     [100 * r["train_accuracy"] for r in train_records if "train_accuracy" in r])
+    axes[2].set(title="training accuracy (batches, margin applied)", xlabel="step", ylabel="accuracy %",
+                ylim=(0, 100))
     for name in sorted({n for r in val_records for n in r["val"]}):
-        axes[2].plot([r["step"] for r in val_records if name in r["val"]],
-                     [r["val"][name]["accuracy"] for r in val_records if name in r["val"]], "o-", label=f"val {name}")
-    axes[2].set(title="accuracy", xlabel="step", ylim=(0, 1))
-    axes[2].legend()
+        axes[3].plot([r["step"] for r in val_records if name in r["val"]],
+                     [100 * r["val"][name]["accuracy"] for r in val_records if name in r["val"]], "o-", label=name)
+    axes[3].set(title="verification accuracy (validation pairs)", xlabel="step", ylabel="10-fold accuracy %",
+                ylim=(50, 100))
+    if val_records:
+        axes[3].legend()
     fig.tight_layout()
     fig.savefig(run_dir / "curves.png", dpi=100)
     plt.close(fig)
