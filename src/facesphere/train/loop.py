@@ -421,7 +421,9 @@ def _train(config: Config, run: RunDirectory, resume_path: Path | None, progress
             window_loss += step_loss
             validate_now = tc.val_every > 0 and state.step % tc.val_every == 0 and state.step < total
             save_now = state.step % tc.checkpoint_every == 0 or state.step == total
-            signum = stop.requested(device) if state.step < total else None  # Ctrl-C / SIGTERM: save and stop
+            # Ctrl-C / SIGTERM: save and stop. Across DDP ranks the check is a collective: at the guard's cadence
+            signal_check = state.step < total and (not dist.is_distributed or state.step % sync_every == 0)
+            signum = stop.requested(device) if signal_check else None
             save_now = save_now or bool(signum)
             if guard is not None and (state.step % sync_every == 0 or log_due or validate_now or save_now):
                 window_loss += _read_guard(guard, state, config, window_start_step)  # every rank: the same steps
